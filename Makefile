@@ -1,0 +1,51 @@
+# Entry points. `make test` is what CI runs (.ci/run); `make demo` runs the local example.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+export CARGO_TERM_COLOR ?= never
+CARGO ?= cargo
+# Everything tests need that a fresh Debian 12 machine lacks is installed by this script.
+DEPS := scripts/install-deps.sh
+
+.PHONY: help deps test fmt-check clippy unit docs docs-check fuzz-smoke bench demo demo-destroy image image-check image-run
+
+help:
+	@echo "make demo    - run the local example through terraform"
+	@echo "make test    - everything CI runs: fmt, clippy, unit/integration/acceptance tests, docs-check, fuzz smoke"
+	@echo "make bench   - benchmarks (figures printed, nothing asserted)"
+	@echo "make image   - build the node image into image/out/"
+
+deps:
+	@bash $(DEPS)
+
+# The full gate. Order: cheap static checks first, then tests that start processes and VMs.
+test: deps
+	bash scripts/test.sh
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+
+unit:
+	$(CARGO) test --locked --workspace
+
+docs:
+	$(CARGO) run --locked -q -p terraform-provider-constellation --bin docs-gen -- --write docs
+
+docs-check:
+	$(CARGO) run --locked -q -p terraform-provider-constellation --bin docs-gen -- --check docs
+
+fuzz-smoke: deps
+	bash scripts/fuzz-smoke.sh
+
+bench: deps
+	bash scripts/bench.sh
+
+demo: deps
+	bash scripts/demo.sh
+
+demo-destroy:
+	bash scripts/demo.sh destroy

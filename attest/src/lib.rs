@@ -1,0 +1,1 @@
+//! Attestation: evidence formats, issuers (node side), validators (pure Rust), measurements and attested TLS.

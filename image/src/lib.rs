@@ -1,0 +1,1 @@
+//! Reproducible node image build and measurement precalculation.

@@ -1,0 +1,1 @@
+//! gRPC API definitions shared by the node agent and the provider.

@@ -1,0 +1,6 @@
+//! terraform-provider-constellation.
+
+fn main() {
+    eprintln!("terraform-provider-constellation: not implemented yet");
+    std::process::exit(1);
+}

@@ -1,0 +1,1 @@
+//! A Terraform plugin protocol v6 server library.

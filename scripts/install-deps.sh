@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what the build and the tests need on a fresh Debian 12 machine, only when missing.
+set -euo pipefail
+
+pkgs=(
+  # gRPC code generation
+  protobuf-compiler
+  # vTPM for attestation tests; swtpm_setup for EK certificates
+  swtpm swtpm-tools
+  # tss-esapi (node-side TPM issuer)
+  libtss2-dev pkg-config
+  # libcryptsetup-rs (node-side state disk): headers + clang for bindgen
+  libcryptsetup-dev clang
+  # local backend and guest tests
+  qemu-system-x86 ovmf qemu-utils
+  # image build and guest initramfs
+  cpio zstd binutils systemd-boot-efi busybox-static
+  # packet capture on the VM network in guest tests
+  tcpdump
+)
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "install-deps: installing ${missing[*]}" >&2
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+command -v terraform >/dev/null || echo "install-deps: warning: terraform is not on PATH; acceptance tests need it (TF_BINARY)" >&2
