@@ -1,6 +1,12 @@
-//! terraform-provider-constellation.
+//! terraform-provider-constellation: started by terraform, never by hand (run by hand it says so).
 
-fn main() {
-    eprintln!("terraform-provider-constellation: not implemented yet");
-    std::process::exit(1);
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> std::process::ExitCode {
+    match tfplugin::serve(terraform_provider_constellation::ConstellationProvider).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

@@ -1,0 +1,151 @@
+//! The cluster's attestation config: the variant nodes must attest with, the measurements they
+//! must show and the hardware policy for SNP/TDX variants.
+//!
+//! This is the one document that flows from Terraform (the `constellation_attestation` data
+//! source emits it) to the provider's validators and to the JoinService of every control plane
+//! (set through the management API). JSON form, documented in docs/attestation-policy.md:
+//!
+//! ```json
+//! {"variant": "qemu-vtpm",
+//!  "measurements": {"4": {"expected": "<hex>", "warnOnly": false}},
+//!  "policy": {"version": 1, "snp": {...}, "tdx": {...}}}
+//! ```
+//!
+//! `policy` may be omitted; the strict default policy then applies.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::measurements::Measurements;
+use crate::policy::Policy;
+use crate::validator::Validator;
+use crate::variant::Variant;
+
+/// Largest config accepted from a peer or a user (measurement maps are small).
+pub const MAX_CONFIG_LEN: usize = 256 * 1024;
+
+/// Why an attestation config is unusable.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// Larger than [`MAX_CONFIG_LEN`].
+    #[error("attestation config is {0} bytes, more than the {MAX_CONFIG_LEN} allowed")]
+    TooLarge(usize),
+    /// Not valid JSON for this format (unknown fields are refused).
+    #[error("attestation config is not valid: {0}")]
+    Json(#[from] serde_json::Error),
+    /// The embedded hardware policy has an unsupported version.
+    #[error("attestation config policy version {0} is not supported (this build reads version 1)")]
+    PolicyVersion(u32),
+    /// This build has no validator for the variant yet.
+    #[error(
+        "attestation variant {0} cannot be validated by this build yet; \
+         supported: {supported}",
+        supported = supported_list()
+    )]
+    Unsupported(Variant),
+}
+
+/// The cluster's attestation config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttestationConfig {
+    /// Attestation variant every node must use.
+    pub variant: Variant,
+    /// Expected measurements (PCRs, or MRTD/RTMRs on TDX).
+    pub measurements: Measurements,
+    /// Hardware policy (SNP/TDX); strict defaults when omitted.
+    #[serde(default)]
+    pub policy: Policy,
+}
+
+impl AttestationConfig {
+    /// A config with the strict default hardware policy.
+    pub fn new(variant: Variant, measurements: Measurements) -> Self {
+        Self {
+            variant,
+            measurements,
+            policy: Policy::default(),
+        }
+    }
+
+    /// Parses a JSON config, refusing oversized input, unknown fields and unsupported policy
+    /// versions.
+    pub fn from_json(json: &[u8]) -> Result<Self, ConfigError> {
+        if json.len() > MAX_CONFIG_LEN {
+            return Err(ConfigError::TooLarge(json.len()));
+        }
+        let config: Self = serde_json::from_slice(json)?;
+        if config.policy.version != 1 {
+            return Err(ConfigError::PolicyVersion(config.policy.version));
+        }
+        Ok(config)
+    }
+
+    /// Canonical JSON form (keys in a fixed order, measurements sorted by index), so that the
+    /// same config always yields the same bytes — Terraform plans stay stable.
+    pub fn to_json(&self) -> String {
+        // Serialising plain data structures cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// The validators for this config.
+    pub fn validators(&self) -> Result<Vec<Arc<dyn Validator>>, ConfigError> {
+        match self.variant {
+            Variant::QemuVtpm => Ok(vec![Arc::new(crate::qemu_vtpm::validator(
+                self.measurements.clone(),
+            ))]),
+            other => Err(ConfigError::Unsupported(other)),
+        }
+    }
+}
+
+/// Variants [`AttestationConfig::validators`] supports.
+pub fn supported_variants() -> &'static [Variant] {
+    &[Variant::QemuVtpm]
+}
+
+fn supported_list() -> String {
+    supported_variants()
+        .iter()
+        .map(|v| v.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(variant: &str) -> String {
+        format!(
+            r#"{{"variant":"{variant}","measurements":{{"4":{{"expected":"{}","warnOnly":false}}}}}}"#,
+            "ab".repeat(32)
+        )
+    }
+
+    #[test]
+    fn round_trips_and_builds_validators() {
+        let c = AttestationConfig::from_json(json("qemu-vtpm").as_bytes()).unwrap();
+        assert_eq!(c.variant, Variant::QemuVtpm);
+        assert_eq!(
+            AttestationConfig::from_json(c.to_json().as_bytes()).unwrap(),
+            c
+        );
+        assert_eq!(c.validators().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn refuses_junk_unknown_fields_and_oversize() {
+        assert!(AttestationConfig::from_json(b"{").is_err());
+        assert!(AttestationConfig::from_json(json("nope").as_bytes()).is_err());
+        let extra = json("qemu-vtpm").replace("}}}", "}},\"x\":1}");
+        assert!(AttestationConfig::from_json(extra.as_bytes()).is_err());
+        let big = vec![b' '; MAX_CONFIG_LEN + 1];
+        assert!(matches!(
+            AttestationConfig::from_json(&big),
+            Err(ConfigError::TooLarge(_))
+        ));
+    }
+}

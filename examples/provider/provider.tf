@@ -1,0 +1,9 @@
+terraform {
+  required_providers {
+    constellation = {
+      source = "constellation-rs/constellation"
+    }
+  }
+}
+
+provider "constellation" {}
