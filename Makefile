@@ -15,6 +15,8 @@ help:
 	@echo "make test    - everything CI runs: fmt, clippy, unit/integration/acceptance tests, docs-check, fuzz smoke"
 	@echo "make bench   - benchmarks (figures printed, nothing asserted)"
 	@echo "make image   - build the node image into image/out/"
+	@echo "make image-check - build the image twice in different directories and compare"
+	@echo "make image-run   - boot image/out/disk.raw with OVMF + swtpm (serial console)"
 
 deps:
 	@bash $(DEPS)
@@ -49,3 +51,16 @@ demo: deps
 
 demo-destroy:
 	bash scripts/demo.sh destroy
+
+# Node image (image/): reproducible UKI + GPT disk + measurements.json + manifest.json.
+image: deps
+	bash scripts/build-image.sh image/out
+
+# Two builds in different directories must be byte-identical.
+image-check: deps
+	bash scripts/image-check.sh
+
+# Boots image/out/disk.raw with OVMF + swtpm and streams the serial console (Ctrl-C stops it).
+# Agent metadata: IMAGE_RUN_ARGS='--fw-cfg opt/constellation/role=control-plane ...'
+image-run:
+	$(CARGO) run --locked -q -p constellation-image --bin constellation-image -- run --disk image/out/disk.raw $(IMAGE_RUN_ARGS)

@@ -15,8 +15,16 @@ pkgs=(
   qemu-system-x86 ovmf qemu-utils
   # image build and guest initramfs
   cpio zstd binutils systemd-boot-efi busybox-static
+  # guest state-disk tests copy the host's mke2fs into the guest (node/tests/guest_disk.rs)
+  e2fsprogs
   # packet capture on the VM network in guest tests
   tcpdump
+  # GNU time: peak RSS of the provider in `make bench` (tfplugin_plan)
+  time
+  # image build: Kubernetes flavour downloads (the .debs come through apt-get download)
+  curl
+  # fuzz smoke (scripts/fuzz-smoke.sh): libfuzzer-sys compiles libFuzzer's C++ sources
+  g++
 )
 
 missing=()

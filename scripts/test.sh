@@ -15,6 +15,15 @@ step fmt-check cargo fmt --all -- --check
 step build cargo build --locked --workspace --all-targets
 step clippy cargo clippy --locked --workspace --all-targets -- -D warnings
 step tests cargo test --locked --workspace
+# attest: validators build and pass without the TPM feature (what the provider links), no
+# tss-esapi in that dependency tree; then the swtpm-backed issuer/validator/aTLS tests.
+step attest-no-tpm cargo test --locked -p constellation-attest --no-default-features
+step attest-no-tss bash -c '! cargo tree --locked -p constellation-attest --no-default-features -e normal,build | grep -q tss-esapi'
+step attest-swtpm cargo test --locked -p constellation-attest --features tpm,test-support
+step attest-swtpm-clippy cargo clippy --locked -p constellation-attest --features tpm,test-support --all-targets -- -D warnings
+# attest-verify CLI (helper D): its integration tests run the built binary (feature `cli`).
+step attest-verify-cli cargo test --locked -p constellation-attest --features cli --test attest_verify_cli
+step attest-verify-clippy cargo clippy --locked -p constellation-attest --features cli --all-targets -- -D warnings
 step docs-check make -s docs-check
 step fuzz-smoke bash scripts/fuzz-smoke.sh
 echo "=== make test: all steps passed in $SECONDS s" >&2

@@ -3,6 +3,8 @@
 //! The image directory is written by the test in the layout `make image` produces (manifest,
 //! measurements, disk); booting that image is the image crate's and the cluster resource's job.
 
+#![allow(clippy::unwrap_used)] // Test set-up: a failed step should stop the test loudly.
+
 use acceptance::{Install, ProviderBinary, Workspace, require_terraform};
 use serde_json::Value;
 

@@ -38,6 +38,9 @@ pub enum ConfigError {
     /// The embedded hardware policy has an unsupported version.
     #[error("attestation config policy version {0} is not supported (this build reads version 1)")]
     PolicyVersion(u32),
+    /// The hardware roots in the policy are unusable.
+    #[error("attestation config policy has unusable roots: {0}")]
+    Roots(#[from] crate::certs::CertError),
     /// This build has no validator for the variant yet.
     #[error(
         "attestation variant {0} cannot be validated by this build yet; \
@@ -92,10 +95,12 @@ impl AttestationConfig {
 
     /// The validators for this config.
     pub fn validators(&self) -> Result<Vec<Arc<dyn Validator>>, ConfigError> {
+        let m = self.measurements.clone();
+        let snp = self.policy.snp.clone();
         match self.variant {
-            Variant::QemuVtpm => Ok(vec![Arc::new(crate::qemu_vtpm::validator(
-                self.measurements.clone(),
-            ))]),
+            Variant::QemuVtpm => Ok(vec![Arc::new(crate::qemu_vtpm::validator(m))]),
+            Variant::AzureSevSnp => Ok(vec![Arc::new(crate::azure::variant::validator(m, snp)?)]),
+            Variant::AwsSevSnp => Ok(vec![Arc::new(crate::aws::validator(m, snp)?)]),
             other => Err(ConfigError::Unsupported(other)),
         }
     }
@@ -103,7 +108,7 @@ impl AttestationConfig {
 
 /// Variants [`AttestationConfig::validators`] supports.
 pub fn supported_variants() -> &'static [Variant] {
-    &[Variant::QemuVtpm]
+    &[Variant::QemuVtpm, Variant::AwsSevSnp, Variant::AzureSevSnp]
 }
 
 fn supported_list() -> String {

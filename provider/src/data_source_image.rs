@@ -130,17 +130,17 @@ impl DataSource for ImageDataSource {
 
     async fn validate(&self, _ctx: &Context, config: &Value) -> Diagnostics {
         let mut d = Diagnostics::new();
-        if let Some(cloud) = config.get_attr("cloud").and_then(Value::as_str) {
-            if !CLOUDS.contains(&cloud) {
-                d.error_at(
-                    AttributePath::new("cloud"),
-                    "Unsupported cloud",
-                    format!(
-                        "`{cloud}` is not supported yet; use one of: {}.",
-                        CLOUDS.join(", ")
-                    ),
-                );
-            }
+        if let Some(cloud) = config.get_attr("cloud").and_then(Value::as_str)
+            && !CLOUDS.contains(&cloud)
+        {
+            d.error_at(
+                AttributePath::new("cloud"),
+                "Unsupported cloud",
+                format!(
+                    "`{cloud}` is not supported yet; use one of: {}.",
+                    CLOUDS.join(", ")
+                ),
+            );
         }
         d
     }

@@ -1,0 +1,351 @@
+//! attest-verify: verifies attestation evidence files against a policy and prints the verified
+//! claims as JSON. Exit status 0 only if every check holds; 1 with every failed check listed
+//! otherwise; 2 when the inputs cannot be read.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use constellation_attest::certs::Cert;
+use constellation_attest::policy::Policy;
+use constellation_attest::snp::{self, AmdRoots, ReportDataBinding};
+use constellation_attest::tdx::{self, CollateralFiles, Times};
+use constellation_attest::{azure, document::AttestationDocument, measurements::Measurements};
+use serde_json::json;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+#[derive(Parser)]
+#[command(
+    name = "attest-verify",
+    version,
+    about = "Verify attestation evidence against a policy"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(clap::Args)]
+struct Common {
+    /// Reference time for certificate validity (RFC 3339), or "skip". Default: now.
+    #[arg(long)]
+    at: Option<String>,
+    /// Policy JSON (docs/attestation-policy.md). Default: the strict policy.
+    #[arg(long)]
+    policy: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// A raw 1184-byte SEV-SNP report.
+    Snp {
+        /// The report.
+        #[arg(long)]
+        report: PathBuf,
+        /// VCEK or VLEK (PEM or DER).
+        #[arg(long)]
+        signer: PathBuf,
+        /// ASK/ASVK then ARK (PEM). The ARK here is never trusted: the pinned or policy ARK is.
+        #[arg(long)]
+        chain: Option<PathBuf>,
+        /// Expected REPORT_DATA (128 hex digits).
+        #[arg(long)]
+        report_data: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// An Azure HCL report holding an SEV-SNP report.
+    AzureSnp {
+        /// The HCL report (2600 bytes from vTPM NV index 0x01400001).
+        #[arg(long)]
+        hcl_report: PathBuf,
+        /// VCEK (PEM or DER).
+        #[arg(long)]
+        signer: PathBuf,
+        /// ASK then ARK (PEM).
+        #[arg(long)]
+        chain: Option<PathBuf>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// A TDX DCAP quote (v4 or v5).
+    Tdx {
+        /// The quote.
+        #[arg(long)]
+        quote: PathBuf,
+        /// Directory with tcb_info.json, qe_identity.json, tcb_signing_chain.pem and optionally
+        /// pck_crl.der|pem, root_ca_crl.der|pem.
+        #[arg(long)]
+        collateral: Option<PathBuf>,
+        /// Reference time for collateral and its chain (RFC 3339 or "skip"). Default: --at.
+        #[arg(long)]
+        collateral_at: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Our vTPM attestation document (CBOR, or its JSON rendering).
+    Tpm {
+        /// The document.
+        #[arg(long)]
+        document: PathBuf,
+        /// Expected measurements JSON.
+        #[arg(long)]
+        measurements: PathBuf,
+        /// Nonce the document must be bound to (hex). Default: empty.
+        #[arg(long, default_value = "")]
+        nonce: String,
+        /// Expected user data (hex). Default: whatever the document carries (reported).
+        #[arg(long)]
+        user_data: Option<String>,
+    },
+}
+
+fn read(p: &Path) -> Result<Vec<u8>> {
+    std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))
+}
+
+fn parse_time(s: Option<&str>) -> Result<Option<OffsetDateTime>> {
+    match s {
+        None => Ok(Some(OffsetDateTime::now_utc())),
+        Some("skip") => Ok(None),
+        Some(s) => Ok(Some(
+            OffsetDateTime::parse(s, &Rfc3339)
+                .with_context(|| format!("--at {s}: not RFC 3339"))?,
+        )),
+    }
+}
+
+fn policy(c: &Common) -> Result<Policy> {
+    match &c.policy {
+        None => Ok(Policy::default()),
+        Some(p) => Policy::from_json(&read(p)?).with_context(|| format!("policy {}", p.display())),
+    }
+}
+
+/// Outcome: claims JSON or the list of failures.
+type Outcome = std::result::Result<serde_json::Value, Vec<String>>;
+
+fn errs<E: std::fmt::Display>(v: Vec<E>) -> Vec<String> {
+    v.iter().map(|e| e.to_string()).collect()
+}
+
+fn chain(path: &Option<PathBuf>) -> Result<Vec<Cert>> {
+    match path {
+        None => Ok(Vec::new()),
+        Some(p) => {
+            Cert::from_pem_bundle(&read(p)?).with_context(|| format!("chain {}", p.display()))
+        }
+    }
+}
+
+/// The chain file's ARK is ignored for trust; say so loudly if it is not the trusted one.
+fn check_chain_ark(chain: &[Cert], roots: &[Cert]) -> Vec<String> {
+    match chain.get(1) {
+        Some(ark) if !roots.iter().any(|r| r.der() == ark.der()) => vec![format!(
+            "the chain's root '{}' is not a trusted ARK (built-in or policy); it was not used",
+            ark.subject_cn()
+        )],
+        _ => Vec::new(),
+    }
+}
+
+fn trusted_arks(p: &Policy) -> Result<(AmdRoots, Vec<Cert>)> {
+    let roots = AmdRoots::from_policy(&p.snp).context("policy ark_pem")?;
+    let mut list = Vec::new();
+    if p.snp.ark_pem.is_empty() {
+        for pem in [
+            sev::certs::snp::builtin::milan::ARK,
+            sev::certs::snp::builtin::genoa::ARK,
+            sev::certs::snp::builtin::turin::ARK,
+        ] {
+            list.push(Cert::from_pem_or_der(pem)?);
+        }
+    } else {
+        for pem in &p.snp.ark_pem {
+            list.extend(Cert::from_pem_bundle(pem.as_bytes())?);
+        }
+    }
+    Ok((roots, list))
+}
+
+fn run(cli: Cli) -> Result<Outcome> {
+    Ok(match cli.cmd {
+        Cmd::Snp {
+            report,
+            signer,
+            chain: chain_path,
+            report_data,
+            common,
+        } => {
+            let p = policy(&common)?;
+            let at = parse_time(common.at.as_deref())?;
+            let leaf = Cert::from_pem_or_der(&read(&signer)?).context("signer certificate")?;
+            let chain = chain(&chain_path)?;
+            let (roots, list) = trusted_arks(&p)?;
+            let binding = match report_data {
+                None => ReportDataBinding::None,
+                Some(h) => ReportDataBinding::Exact(
+                    hex::decode(h.trim())
+                        .ok()
+                        .and_then(|v| v.try_into().ok())
+                        .context("--report-data: 64 hex bytes")?,
+                ),
+            };
+            let mut fails = check_chain_ark(&chain, &list);
+            match snp::verify_all(
+                &read(&report)?,
+                &leaf,
+                chain.first(),
+                &roots,
+                at,
+                &p.snp,
+                &binding,
+            ) {
+                Ok(c) if fails.is_empty() => Ok(json!({ "snp": c })),
+                Ok(_) => Err(fails),
+                Err(e) => {
+                    fails.extend(errs(e));
+                    Err(fails)
+                }
+            }
+        }
+        Cmd::AzureSnp {
+            hcl_report,
+            signer,
+            chain: chain_path,
+            common,
+        } => {
+            let p = policy(&common)?;
+            let at = parse_time(common.at.as_deref())?;
+            let leaf = Cert::from_pem_or_der(&read(&signer)?).context("signer certificate")?;
+            let chain = chain(&chain_path)?;
+            let (roots, list) = trusted_arks(&p)?;
+            let mut fails = check_chain_ark(&chain, &list);
+            match azure::verify_snp(
+                &read(&hcl_report)?,
+                &leaf,
+                chain.first(),
+                &roots,
+                at,
+                &p.snp,
+            ) {
+                Ok(c) if fails.is_empty() => Ok(json!({ "azure_snp": c })),
+                Ok(_) => Err(fails),
+                Err(e) => {
+                    fails.extend(errs(e));
+                    Err(fails)
+                }
+            }
+        }
+        Cmd::Tdx {
+            quote,
+            collateral,
+            collateral_at,
+            common,
+        } => {
+            let p = policy(&common)?;
+            let at = parse_time(common.at.as_deref())?;
+            let collateral_at = match collateral_at {
+                None => at,
+                Some(s) => parse_time(Some(&s))?,
+            };
+            let files = collateral.as_deref().map(read_collateral).transpose()?;
+            match tdx::verify_quote(
+                &read(&quote)?,
+                files.as_ref(),
+                &p.tdx,
+                Times { at, collateral_at },
+            ) {
+                Ok(c) => Ok(json!({ "tdx": c })),
+                Err(e) => Err(errs(e)),
+            }
+        }
+        Cmd::Tpm {
+            document,
+            measurements,
+            nonce,
+            user_data,
+        } => {
+            let bytes = read(&document)?;
+            let doc = match AttestationDocument::from_bytes(&bytes) {
+                Ok(d) => d,
+                Err(cbor) => {
+                    serde_json::from_slice::<AttestationDocument>(&bytes).map_err(|json| {
+                        anyhow::anyhow!("document is neither CBOR ({cbor}) nor JSON ({json})")
+                    })?
+                }
+            };
+            let m = Measurements::from_json(&String::from_utf8_lossy(&read(&measurements)?))
+                .context("measurements JSON")?;
+            let nonce = hex::decode(nonce.trim()).context("--nonce: hex")?;
+            let expected_ud = match user_data {
+                Some(h) => hex::decode(h.trim()).context("--user-data: hex")?,
+                None => doc.user_data.clone(),
+            };
+            let validators: Vec<std::sync::Arc<dyn constellation_attest::Validator>> =
+                vec![std::sync::Arc::new(
+                    constellation_attest::qemu_vtpm::validator(m),
+                )];
+            match constellation_attest::validator::validate_document(
+                &validators,
+                &doc,
+                &nonce,
+                &expected_ud,
+            ) {
+                Ok(c) => Ok(json!({ "tpm": c })),
+                Err(e) => Err(vec![e.to_string()]),
+            }
+        }
+    })
+}
+
+/// Reads the collateral directory layout documented in docs/attestation-policy.md.
+fn read_collateral(dir: &Path) -> Result<CollateralFiles> {
+    let opt = |names: &[&str]| -> Result<Option<Vec<u8>>> {
+        for n in names {
+            let p = dir.join(n);
+            if p.exists() {
+                return read(&p).map(Some);
+            }
+        }
+        Ok(None)
+    };
+    Ok(CollateralFiles {
+        tcb_info: opt(&["tcb_info.json"])?,
+        qe_identity: opt(&["qe_identity.json"])?,
+        tcb_signing_chain: opt(&["tcb_signing_chain.pem"])?,
+        pck_crl: opt(&["pck_crl.der", "pck_crl.pem"])?,
+        root_ca_crl: opt(&["root_ca_crl.der", "root_ca_crl.pem"])?,
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(Ok(claims)) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json!({ "verified": true, "claims": claims }))
+                    .unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(Err(failures)) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json!({ "verified": false, "failures": failures }))
+                    .unwrap_or_default()
+            );
+            for f in &failures {
+                eprintln!("FAILED: {f}");
+            }
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

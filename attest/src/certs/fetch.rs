@@ -1,0 +1,340 @@
+//! Fetchers for AMD KDS (VCEK, cert chains) and Intel PCS (TDX TCB info, QE identity, PCK CRL)
+//! with an on-disk cache. Every endpoint is a configurable base URL; HTTP goes through the
+//! [`HttpGet`] trait so callers can plug in their own TLS stack.
+//!
+//! The built-in [`PlainHttp`] speaks HTTP/1.1 over TCP for `http://` endpoints only (tests, local
+//! mirrors/caching proxies). `https://` needs an `HttpGet` backed by a TLS client; the crate does
+//! not pick one so the provider and node keep a single TLS/crypto provider.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+/// Upper bound on a response body.
+pub const MAX_BODY: usize = 4 << 20;
+
+/// Why a fetch failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FetchError {
+    /// The URL scheme is not supported by this client.
+    #[error(
+        "{url}: scheme not supported by this HTTP client (plug in an HttpGet with TLS for https)"
+    )]
+    Scheme {
+        /// URL.
+        url: String,
+    },
+    /// Network or I/O error.
+    #[error("{url}: {source}")]
+    Io {
+        /// URL.
+        url: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Non-200 status.
+    #[error("{url}: HTTP status {status}")]
+    Status {
+        /// URL.
+        url: String,
+        /// Status code.
+        status: u16,
+    },
+    /// Malformed response.
+    #[error("{url}: malformed HTTP response ({reason})")]
+    Malformed {
+        /// URL.
+        url: String,
+        /// What was wrong.
+        reason: &'static str,
+    },
+    /// A header the protocol needs is missing.
+    #[error("{url}: response lacks header {header}")]
+    MissingHeader {
+        /// URL.
+        url: String,
+        /// Header name.
+        header: &'static str,
+    },
+}
+
+/// A response: body and headers (names lower-cased).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Response {
+    /// Body bytes.
+    pub body: Vec<u8>,
+    /// Headers.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Response {
+    /// First header with this (lower-case) name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A blocking HTTP GET.
+pub trait HttpGet: Send + Sync {
+    /// GETs `url`; non-200 is an error.
+    fn get(&self, url: &str) -> Result<Response, FetchError>;
+}
+
+/// Plain HTTP/1.1 over TCP (`http://` only), with a timeout.
+#[derive(Debug, Clone)]
+pub struct PlainHttp {
+    /// Connect/read timeout.
+    pub timeout: Duration,
+}
+
+impl Default for PlainHttp {
+    fn default() -> Self {
+        PlainHttp {
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl HttpGet for PlainHttp {
+    fn get(&self, url: &str) -> Result<Response, FetchError> {
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or_else(|| FetchError::Scheme { url: url.into() })?;
+        let (host, path) = match rest.find('/') {
+            Some(i) => (
+                rest.get(..i).unwrap_or_default(),
+                rest.get(i..).unwrap_or("/"),
+            ),
+            None => (rest, "/"),
+        };
+        let io = |source| FetchError::Io {
+            url: url.into(),
+            source,
+        };
+        let addr = if host.contains(':') {
+            host.to_string()
+        } else {
+            format!("{host}:80")
+        };
+        let addrs: Vec<_> = std::net::ToSocketAddrs::to_socket_addrs(&addr)
+            .map_err(io)?
+            .collect();
+        let first = addrs.first().ok_or_else(|| FetchError::Malformed {
+            url: url.into(),
+            reason: "host",
+        })?;
+        let mut s = TcpStream::connect_timeout(first, self.timeout).map_err(io)?;
+        s.set_read_timeout(Some(self.timeout)).map_err(io)?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nAccept: */*\r\n\r\n"
+        )
+        .map_err(io)?;
+        let mut buf = Vec::new();
+        s.take((MAX_BODY + 65536) as u64)
+            .read_to_end(&mut buf)
+            .map_err(io)?;
+        parse_response(url, &buf)
+    }
+}
+
+fn parse_response(url: &str, buf: &[u8]) -> Result<Response, FetchError> {
+    let bad = |reason| FetchError::Malformed {
+        url: url.into(),
+        reason,
+    };
+    let end = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| bad("no header end"))?;
+    let head = std::str::from_utf8(buf.get(..end).unwrap_or_default())
+        .map_err(|_| bad("header not UTF-8"))?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().ok_or_else(|| bad("no status line"))?;
+    let status: u16 = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("status"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    if headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"))
+    {
+        return Err(bad("chunked transfer encoding not supported"));
+    }
+    let mut body = buf.get(end + 4..).unwrap_or_default().to_vec();
+    if let Some(len) = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .and_then(|(_, v)| v.parse::<usize>().ok())
+    {
+        if body.len() < len {
+            return Err(bad("body shorter than Content-Length"));
+        }
+        body.truncate(len);
+    }
+    if status != 200 {
+        return Err(FetchError::Status {
+            url: url.into(),
+            status,
+        });
+    }
+    Ok(Response { body, headers })
+}
+
+/// An on-disk cache keyed by SHA-256 of the URL. Entries are immutable certificates/collateral;
+/// verification (signatures, validity) still runs on every use, so a stale entry fails closed.
+#[derive(Debug, Clone)]
+pub struct DiskCache {
+    dir: PathBuf,
+}
+
+impl DiskCache {
+    /// A cache in `dir` (created on first write).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        DiskCache { dir: dir.into() }
+    }
+
+    fn path(&self, url: &str) -> PathBuf {
+        self.dir.join(hex::encode(Sha256::digest(url.as_bytes())))
+    }
+
+    /// GET through the cache (body and headers stored as JSON).
+    pub fn get(&self, http: &dyn HttpGet, url: &str) -> Result<Response, FetchError> {
+        let p = self.path(url);
+        if let Ok(b) = std::fs::read(&p)
+            && let Ok((body, headers)) =
+                serde_json::from_slice::<(String, Vec<(String, String)>)>(&b)
+            && let Ok(body) = hex::decode(body)
+        {
+            return Ok(Response { body, headers });
+        }
+        let r = http.get(url)?;
+        let io = |source| FetchError::Io {
+            url: url.into(),
+            source,
+        };
+        std::fs::create_dir_all(&self.dir).map_err(io)?;
+        let tmp = p.with_extension("tmp");
+        let data = serde_json::to_vec(&(hex::encode(&r.body), &r.headers)).unwrap_or_default();
+        std::fs::write(&tmp, data).map_err(io)?;
+        std::fs::rename(&tmp, &p).map_err(io)?;
+        Ok(r)
+    }
+}
+
+/// AMD Key Distribution Service client.
+pub struct Kds {
+    /// Base URL (default `https://kdsintf.amd.com`).
+    pub base: String,
+    /// HTTP client.
+    pub http: Box<dyn HttpGet>,
+    /// Cache.
+    pub cache: DiskCache,
+}
+
+impl Kds {
+    /// VCEK (DER) for a chip and reported TCB (Milan/Genoa parameter names).
+    pub fn vcek(
+        &self,
+        generation: &str,
+        hwid: &[u8],
+        tcb: &crate::snp::Tcb,
+    ) -> Result<Vec<u8>, FetchError> {
+        let url = format!(
+            "{}/vcek/v1/{generation}/{}?blSPL={}&teeSPL={}&snpSPL={}&ucodeSPL={}",
+            self.base.trim_end_matches('/'),
+            hex::encode(hwid),
+            tcb.bootloader,
+            tcb.tee,
+            tcb.snp,
+            tcb.microcode
+        );
+        Ok(self.cache.get(self.http.as_ref(), &url)?.body)
+    }
+
+    /// ASK+ARK (`vcek`) or ASVK+ARK (`vlek`) chain, PEM.
+    pub fn cert_chain(&self, generation: &str, kind: &str) -> Result<Vec<u8>, FetchError> {
+        let url = format!(
+            "{}/{kind}/v1/{generation}/cert_chain",
+            self.base.trim_end_matches('/')
+        );
+        Ok(self.cache.get(self.http.as_ref(), &url)?.body)
+    }
+}
+
+/// Intel Provisioning Certification Service client for TDX collateral.
+pub struct Pcs {
+    /// Base URL (default `https://api.trustedservices.intel.com`).
+    pub base: String,
+    /// HTTP client.
+    pub http: Box<dyn HttpGet>,
+    /// Cache.
+    pub cache: DiskCache,
+}
+
+fn url_decode(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while let Some(c) = b.get(i) {
+        if *c == b'%'
+            && let Some(h) = b.get(i + 1..i + 3)
+            && let Ok(v) = u8::from_str_radix(std::str::from_utf8(h).unwrap_or("zz"), 16)
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(*c);
+        i += 1;
+    }
+    out
+}
+
+impl Pcs {
+    /// Fetches TCB info, QE identity (with their issuer chains) and the platform PCK CRL.
+    pub fn tdx_collateral(
+        &self,
+        fmspc: &[u8; 6],
+    ) -> Result<crate::tdx::CollateralFiles, FetchError> {
+        let base = self.base.trim_end_matches('/');
+        let tcb_url = format!(
+            "{base}/tdx/certification/v4/tcb?fmspc={}",
+            hex::encode(fmspc)
+        );
+        let tcb = self.cache.get(self.http.as_ref(), &tcb_url)?;
+        let chain = tcb
+            .header("tcb-info-issuer-chain")
+            .ok_or(FetchError::MissingHeader {
+                url: tcb_url.clone(),
+                header: "TCB-Info-Issuer-Chain",
+            })?;
+        let qe_url = format!("{base}/tdx/certification/v4/qe/identity");
+        let qe = self.cache.get(self.http.as_ref(), &qe_url)?;
+        let crl_url = format!("{base}/sgx/certification/v4/pckcrl?ca=platform&encoding=der");
+        let crl = self
+            .cache
+            .get(self.http.as_ref(), &crl_url)
+            .ok()
+            .map(|r| r.body);
+        Ok(crate::tdx::CollateralFiles {
+            tcb_info: Some(tcb.body.clone()),
+            qe_identity: Some(qe.body),
+            tcb_signing_chain: Some(url_decode(chain)),
+            pck_crl: crl,
+            root_ca_crl: None,
+        })
+    }
+}

@@ -1,0 +1,412 @@
+//! Owned X.509 certificates and CRLs with just the fields the hardware verifiers need.
+//!
+//! Parsing uses `x509-parser` because it accepts what AMD actually issues (VCEK/VLEK leaves have
+//! serial number 0, which strict RFC 5280 parsers reject). Signatures are checked with RustCrypto
+//! (RSASSA-PSS/SHA-384 for AMD, ECDSA P-256/SHA-256 for Intel).
+
+use sha2::{Digest, Sha256, Sha384};
+use time::OffsetDateTime;
+use x509_parser::prelude::{FromDer, X509Certificate};
+use x509_parser::revocation_list::CertificateRevocationList;
+
+/// OID of RSASSA-PSS (used by every AMD CA signature).
+pub const OID_RSASSA_PSS: &str = "1.2.840.113549.1.1.10";
+/// OID of sha256WithRSAEncryption (Google's vTPM EK/AK CAs).
+pub const OID_RSA_SHA256: &str = "1.2.840.113549.1.1.11";
+/// OID of ECDSA with SHA-256 (used by every Intel SGX/TDX certificate and CRL).
+pub const OID_ECDSA_SHA256: &str = "1.2.840.10045.4.3.2";
+/// OID of ECDSA with SHA-384.
+pub const OID_ECDSA_SHA384: &str = "1.2.840.10045.4.3.3";
+
+/// Why a certificate or CRL could not be parsed or verified.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CertError {
+    /// The bytes are not a DER X.509 certificate.
+    #[error("not a DER X.509 certificate: {0}")]
+    Parse(String),
+    /// The bytes are not a DER X.509 CRL.
+    #[error("not a DER X.509 CRL: {0}")]
+    CrlParse(String),
+    /// The PEM input holds no certificate.
+    #[error("no PEM certificate found in the input")]
+    NoPem,
+    /// The certificate's signature algorithm is not the one this trust chain uses.
+    #[error("'{subject}' is signed with algorithm {found}, expected {expected}")]
+    UnexpectedAlgorithm {
+        /// Subject CN of the certificate (or CRL issuer).
+        subject: String,
+        /// Algorithm OID found.
+        found: String,
+        /// Algorithm OID expected.
+        expected: &'static str,
+    },
+    /// The issuer's public key is not of the type the algorithm needs.
+    #[error("issuer key of '{subject}' is unusable: {reason}")]
+    IssuerKey {
+        /// Subject CN of the certificate being verified.
+        subject: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The signature does not verify with the issuer's key.
+    #[error("signature on '{subject}' does not verify with the key of '{issuer}'")]
+    BadSignature {
+        /// Subject CN of the certificate (or CRL issuer).
+        subject: String,
+        /// Subject CN of the issuer whose key was used.
+        issuer: String,
+    },
+}
+
+/// A parsed certificate: DER plus the fields the verifiers read.
+#[derive(Clone)]
+pub struct Cert {
+    der: Vec<u8>,
+    tbs: std::ops::Range<usize>,
+    subject_cn: String,
+    issuer_cn: String,
+    serial: Vec<u8>,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+    spki_der: Vec<u8>,
+    public_key: Vec<u8>,
+    sig_alg: String,
+    signature: Vec<u8>,
+    extensions: Vec<(String, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for Cert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cert")
+            .field("subject", &self.subject_cn)
+            .field("issuer", &self.issuer_cn)
+            .field("not_before", &self.not_before)
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
+}
+
+fn cn(name: &x509_parser::x509::X509Name<'_>) -> String {
+    name.iter_common_name()
+        .next()
+        .and_then(|a| a.as_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn range_of(outer: &[u8], inner: &[u8]) -> Option<std::ops::Range<usize>> {
+    let start = (inner.as_ptr() as usize).checked_sub(outer.as_ptr() as usize)?;
+    let end = start.checked_add(inner.len())?;
+    (end <= outer.len()).then_some(start..end)
+}
+
+impl Cert {
+    /// Parses one DER certificate (trailing bytes are rejected).
+    pub fn from_der(der: &[u8]) -> Result<Self, CertError> {
+        let (rest, c) =
+            X509Certificate::from_der(der).map_err(|e| CertError::Parse(e.to_string()))?;
+        if !rest.is_empty() {
+            return Err(CertError::Parse(format!("{} trailing bytes", rest.len())));
+        }
+        let tbs = range_of(der, c.tbs_certificate.as_ref())
+            .ok_or_else(|| CertError::Parse("TBS certificate not found".into()))?;
+        Ok(Cert {
+            tbs,
+            subject_cn: cn(c.subject()),
+            issuer_cn: cn(c.issuer()),
+            serial: c.raw_serial().to_vec(),
+            not_before: c.validity().not_before.to_datetime(),
+            not_after: c.validity().not_after.to_datetime(),
+            spki_der: c.public_key().raw.to_vec(),
+            public_key: c.public_key().subject_public_key.data.to_vec(),
+            sig_alg: c.signature_algorithm.algorithm.to_id_string(),
+            signature: c.signature_value.data.to_vec(),
+            extensions: c
+                .iter_extensions()
+                .map(|e| (e.oid.to_id_string(), e.value.to_vec()))
+                .collect(),
+            der: der.to_vec(),
+        })
+    }
+
+    /// Parses every certificate of a PEM bundle, in order.
+    pub fn from_pem_bundle(pem: &[u8]) -> Result<Vec<Self>, CertError> {
+        let mut out = Vec::new();
+        for p in x509_parser::pem::Pem::iter_from_buffer(pem) {
+            let p = p.map_err(|e| CertError::Parse(format!("PEM: {e}")))?;
+            if p.label != "CERTIFICATE" {
+                continue;
+            }
+            out.push(Self::from_der(&p.contents)?);
+        }
+        if out.is_empty() {
+            return Err(CertError::NoPem);
+        }
+        Ok(out)
+    }
+
+    /// Parses DER, or the first certificate of PEM input.
+    pub fn from_pem_or_der(bytes: &[u8]) -> Result<Self, CertError> {
+        if bytes.first() == Some(&0x30) {
+            return Self::from_der(bytes);
+        }
+        Self::from_pem_bundle(bytes)?
+            .into_iter()
+            .next()
+            .ok_or(CertError::NoPem)
+    }
+
+    /// The DER encoding.
+    pub fn der(&self) -> &[u8] {
+        &self.der
+    }
+    /// SHA-256 of the DER encoding.
+    pub fn sha256(&self) -> [u8; 32] {
+        Sha256::digest(&self.der).into()
+    }
+    /// Subject common name.
+    pub fn subject_cn(&self) -> &str {
+        &self.subject_cn
+    }
+    /// Issuer common name.
+    pub fn issuer_cn(&self) -> &str {
+        &self.issuer_cn
+    }
+    /// Serial number as big-endian bytes (as encoded).
+    pub fn serial(&self) -> &[u8] {
+        &self.serial
+    }
+    /// Start of validity.
+    pub fn not_before(&self) -> OffsetDateTime {
+        self.not_before
+    }
+    /// End of validity.
+    pub fn not_after(&self) -> OffsetDateTime {
+        self.not_after
+    }
+    /// DER SubjectPublicKeyInfo.
+    pub fn spki_der(&self) -> &[u8] {
+        &self.spki_der
+    }
+    /// The subject public key bit string contents (SEC1 point for EC keys).
+    pub fn public_key_bits(&self) -> &[u8] {
+        &self.public_key
+    }
+    /// Raw value (contents of extnValue) of the extension with this dotted OID.
+    pub fn extension(&self, oid: &str) -> Option<&[u8]> {
+        self.extensions
+            .iter()
+            .find(|(o, _)| o == oid)
+            .map(|(_, v)| v.as_slice())
+    }
+    /// Whether `at` lies inside the validity window.
+    pub fn valid_at(&self, at: OffsetDateTime) -> bool {
+        self.not_before <= at && at <= self.not_after
+    }
+    fn tbs_bytes(&self) -> &[u8] {
+        self.der.get(self.tbs.clone()).unwrap_or_default()
+    }
+
+    /// Verifies this certificate's RSASSA-PSS/SHA-384 signature with `issuer`'s RSA key (AMD CAs).
+    pub fn verify_rsa_pss_sha384_by(&self, issuer: &Cert) -> Result<(), CertError> {
+        verify_rsa_pss_sha384(
+            &self.subject_cn,
+            &self.sig_alg,
+            &self.signature,
+            self.tbs_bytes(),
+            issuer,
+        )
+    }
+
+    /// Verifies this certificate's ECDSA/SHA-256 signature with `issuer`'s P-256 key (Intel CAs).
+    pub fn verify_ecdsa_p256_by(&self, issuer: &Cert) -> Result<(), CertError> {
+        verify_ecdsa_p256(
+            &self.subject_cn,
+            &self.sig_alg,
+            &self.signature,
+            self.tbs_bytes(),
+            issuer,
+        )
+    }
+
+    /// Verifies this certificate's RSASSA-PKCS1-v1_5/SHA-256 signature with `issuer`'s RSA key.
+    pub fn verify_rsa_pkcs1_sha256_by(&self, issuer: &Cert) -> Result<(), CertError> {
+        use rsa::pkcs8::DecodePublicKey;
+        use rsa::signature::Verifier;
+        if self.sig_alg != OID_RSA_SHA256 {
+            return Err(CertError::UnexpectedAlgorithm {
+                subject: self.subject_cn.clone(),
+                found: self.sig_alg.clone(),
+                expected: OID_RSA_SHA256,
+            });
+        }
+        let key = rsa::RsaPublicKey::from_public_key_der(&issuer.spki_der).map_err(|e| {
+            CertError::IssuerKey {
+                subject: self.subject_cn.clone(),
+                reason: format!("issuer '{}' has no RSA key: {e}", issuer.subject_cn),
+            }
+        })?;
+        let bad = || CertError::BadSignature {
+            subject: self.subject_cn.clone(),
+            issuer: issuer.subject_cn.clone(),
+        };
+        let sig =
+            rsa::pkcs1v15::Signature::try_from(self.signature.as_slice()).map_err(|_| bad())?;
+        rsa::pkcs1v15::VerifyingKey::<Sha256>::new(key)
+            .verify(self.tbs_bytes(), &sig)
+            .map_err(|_| bad())
+    }
+
+    /// The P-384 verifying key of this certificate (VCEK/VLEK).
+    pub fn p384_key(&self) -> Result<p384::ecdsa::VerifyingKey, CertError> {
+        p384::ecdsa::VerifyingKey::from_sec1_bytes(&self.public_key).map_err(|_| {
+            CertError::IssuerKey {
+                subject: self.subject_cn.clone(),
+                reason: "not a P-384 public key".into(),
+            }
+        })
+    }
+
+    /// The P-256 verifying key of this certificate (PCK, TCB signing).
+    pub fn p256_key(&self) -> Result<p256::ecdsa::VerifyingKey, CertError> {
+        p256::ecdsa::VerifyingKey::from_sec1_bytes(&self.public_key).map_err(|_| {
+            CertError::IssuerKey {
+                subject: self.subject_cn.clone(),
+                reason: "not a P-256 public key".into(),
+            }
+        })
+    }
+}
+
+fn verify_rsa_pss_sha384(
+    subject: &str,
+    alg: &str,
+    sig: &[u8],
+    tbs: &[u8],
+    issuer: &Cert,
+) -> Result<(), CertError> {
+    use rsa::pkcs8::DecodePublicKey;
+    use rsa::signature::Verifier;
+    if alg != OID_RSASSA_PSS {
+        return Err(CertError::UnexpectedAlgorithm {
+            subject: subject.into(),
+            found: alg.into(),
+            expected: OID_RSASSA_PSS,
+        });
+    }
+    let key = rsa::RsaPublicKey::from_public_key_der(&issuer.spki_der).map_err(|e| {
+        CertError::IssuerKey {
+            subject: subject.into(),
+            reason: format!("issuer '{}' has no RSA key: {e}", issuer.subject_cn),
+        }
+    })?;
+    let bad = || CertError::BadSignature {
+        subject: subject.into(),
+        issuer: issuer.subject_cn.clone(),
+    };
+    let sig = rsa::pss::Signature::try_from(sig).map_err(|_| bad())?;
+    rsa::pss::VerifyingKey::<Sha384>::new(key)
+        .verify(tbs, &sig)
+        .map_err(|_| bad())
+}
+
+fn verify_ecdsa_p256(
+    subject: &str,
+    alg: &str,
+    sig: &[u8],
+    tbs: &[u8],
+    issuer: &Cert,
+) -> Result<(), CertError> {
+    use p256::ecdsa::signature::Verifier;
+    if alg != OID_ECDSA_SHA256 {
+        return Err(CertError::UnexpectedAlgorithm {
+            subject: subject.into(),
+            found: alg.into(),
+            expected: OID_ECDSA_SHA256,
+        });
+    }
+    let key = issuer.p256_key()?;
+    let bad = || CertError::BadSignature {
+        subject: subject.into(),
+        issuer: issuer.subject_cn.clone(),
+    };
+    let sig = p256::ecdsa::Signature::from_der(sig).map_err(|_| bad())?;
+    key.verify(tbs, &sig).map_err(|_| bad())
+}
+
+/// A parsed CRL.
+#[derive(Clone)]
+pub struct Crl {
+    der: Vec<u8>,
+    tbs: std::ops::Range<usize>,
+    issuer_cn: String,
+    this_update: OffsetDateTime,
+    next_update: Option<OffsetDateTime>,
+    sig_alg: String,
+    signature: Vec<u8>,
+    revoked: Vec<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Crl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Crl")
+            .field("issuer", &self.issuer_cn)
+            .field("this_update", &self.this_update)
+            .field("revoked", &self.revoked.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Crl {
+    /// Parses a DER CRL, or a PEM one (`X509 CRL`).
+    pub fn parse(bytes: &[u8]) -> Result<Self, CertError> {
+        if bytes.first() != Some(&0x30) {
+            let p = x509_parser::pem::Pem::iter_from_buffer(bytes)
+                .next()
+                .ok_or_else(|| CertError::CrlParse("no PEM block".into()))?
+                .map_err(|e| CertError::CrlParse(e.to_string()))?;
+            return Self::parse_der(&p.contents);
+        }
+        Self::parse_der(bytes)
+    }
+
+    fn parse_der(der_in: &[u8]) -> Result<Self, CertError> {
+        let (_, c) = CertificateRevocationList::from_der(der_in)
+            .map_err(|e| CertError::CrlParse(e.to_string()))?;
+        let tbs_raw: &[u8] = c.tbs_cert_list.as_ref();
+        let tbs =
+            range_of(der_in, tbs_raw).ok_or_else(|| CertError::CrlParse("TBS not found".into()))?;
+        Ok(Crl {
+            tbs,
+            issuer_cn: cn(c.issuer()),
+            this_update: c.last_update().to_datetime(),
+            next_update: c.next_update().map(|t| t.to_datetime()),
+            sig_alg: c.signature_algorithm.algorithm.to_id_string(),
+            signature: c.signature_value.data.to_vec(),
+            revoked: c
+                .iter_revoked_certificates()
+                .map(|r| r.raw_serial().to_vec())
+                .collect(),
+            der: der_in.to_vec(),
+        })
+    }
+
+    /// Issuer common name.
+    pub fn issuer_cn(&self) -> &str {
+        &self.issuer_cn
+    }
+    /// Whether `at` lies in `[thisUpdate, nextUpdate]`.
+    pub fn valid_at(&self, at: OffsetDateTime) -> bool {
+        self.this_update <= at && self.next_update.is_none_or(|n| at <= n)
+    }
+    /// Whether a certificate with this serial is listed.
+    pub fn is_revoked(&self, cert: &Cert) -> bool {
+        self.revoked.iter().any(|s| s.as_slice() == cert.serial())
+    }
+    /// Verifies the CRL's ECDSA P-256 signature by `issuer`.
+    pub fn verify_ecdsa_p256_by(&self, issuer: &Cert) -> Result<(), CertError> {
+        let tbs = self.der.get(self.tbs.clone()).unwrap_or_default();
+        verify_ecdsa_p256(&self.issuer_cn, &self.sig_alg, &self.signature, tbs, issuer)
+    }
+}

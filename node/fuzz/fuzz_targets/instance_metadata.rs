@@ -1,0 +1,29 @@
+//! Instance metadata (untrusted host input): the input is split at 0xff bytes into the
+//! values of the known keys, which are then cleaned and parsed. Must never panic.
+#![no_main]
+
+use constellation_node::metadata::{clean_value, keys, parse_instance};
+use libfuzzer_sys::fuzz_target;
+
+const KEYS: [&str; 6] = [
+    keys::ROLE,
+    keys::NAME,
+    keys::PRIVATE_IP,
+    keys::JOIN_ENDPOINTS,
+    keys::INIT_SECRET_HASH,
+    keys::IMAGE_VERSION,
+];
+
+fuzz_target!(|data: &[u8]| {
+    let parts: Vec<&[u8]> = data.split(|b| *b == 0xff).collect();
+    let _ = parse_instance(
+        |key| {
+            let i = KEYS.iter().position(|k| *k == key).unwrap_or(0);
+            match parts.get(i) {
+                Some(raw) if !raw.is_empty() => clean_value(key, raw.to_vec()).map(Some),
+                _ => Ok(None),
+            }
+        },
+        |key| std::path::PathBuf::from(key),
+    );
+});

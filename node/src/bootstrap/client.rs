@@ -1,0 +1,290 @@
+//! The join client: fresh nodes ask for a join ticket, rebooted members for a rejoin ticket.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use constellation_node_api::limits::MAX_MESSAGE_BYTES;
+use constellation_node_api::v1::join_service_client::JoinServiceClient;
+use constellation_node_api::v1::{
+    IssueJoinTicketRequest, IssueJoinTicketResponse, IssueRejoinTicketRequest,
+};
+
+use super::Transport;
+use crate::keys::{self, MasterSecret, Secret};
+use crate::metadata::Role;
+use crate::netcrypt::{IpCidr, PeerConfig, WgPublicKey};
+use crate::services::init::{apply_network, lock_node, setup_disk};
+use crate::services::{NodeContext, Phase, blocking};
+use crate::state::{ClusterSecrets, NODE_STATE_FILE, NodeState};
+
+/// Why joining gave up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JoinClientError {
+    /// No endpoint answered with a usable ticket before the deadline.
+    #[error("no join ticket within {deadline:?}; last error: {last}")]
+    Deadline {
+        /// The deadline.
+        deadline: Duration,
+        /// The last failure.
+        last: String,
+    },
+}
+
+async fn client(
+    transport: &Arc<dyn Transport>,
+    endpoint: &str,
+) -> Result<JoinServiceClient<tonic::transport::Channel>, String> {
+    let ch = transport.connect_attesting(endpoint.to_string()).await?;
+    Ok(JoinServiceClient::new(ch)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES))
+}
+
+fn endpoints(ctx: &NodeContext) -> Vec<String> {
+    // The host's metadata may list new control planes over time; re-read each round.
+    ctx.info.join_endpoints.clone()
+}
+
+async fn retry<F, Fut>(
+    ctx: &Arc<NodeContext>,
+    deadline: Duration,
+    what: &str,
+    mut attempt: F,
+) -> Result<(), JoinClientError>
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let start = Instant::now();
+    let mut backoff = Duration::from_millis(500);
+    let mut last = String::from("no join endpoint in the metadata");
+    let wanted = ctx.phase();
+    loop {
+        for ep in endpoints(ctx) {
+            if ctx.phase() != wanted {
+                return Ok(());
+            }
+            match attempt(ep.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tracing::warn!(endpoint = %ep, error = %e, "{what} attempt failed");
+                    last = format!("{ep}: {e}");
+                }
+            }
+        }
+        if ctx.phase() != wanted {
+            return Ok(());
+        }
+        if start.elapsed() > deadline {
+            tracing::error!(last = %last, "{what}: giving up after {deadline:?}");
+            return Err(JoinClientError::Deadline { deadline, last });
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+fn peers_of(ticket: &IssueJoinTicketResponse) -> Vec<PeerConfig> {
+    ticket
+        .peers
+        .iter()
+        .filter_map(|p| {
+            let key: [u8; 32] = p.public_key.as_slice().try_into().ok()?;
+            Some(PeerConfig {
+                public_key: WgPublicKey(key),
+                endpoint: p.endpoint.parse().ok(),
+                allowed_ips: p
+                    .allowed_ips
+                    .iter()
+                    .filter_map(|a| a.parse::<IpCidr>().ok())
+                    .collect(),
+                persistent_keepalive: None,
+            })
+        })
+        .collect()
+}
+
+/// Fresh node: asks the join endpoints for a ticket until it gets one, Init wins, or the
+/// deadline passes.
+pub async fn join_loop(
+    ctx: Arc<NodeContext>,
+    transport: Arc<dyn Transport>,
+    deadline: Duration,
+) -> Result<(), JoinClientError> {
+    retry(&ctx, deadline, "join", |ep| {
+        let ctx = ctx.clone();
+        let transport = transport.clone();
+        async move { try_join(&ctx, &transport, &ep).await }
+    })
+    .await
+}
+
+async fn try_join(
+    ctx: &Arc<NodeContext>,
+    transport: &Arc<dyn Transport>,
+    ep: &str,
+) -> Result<(), String> {
+    let disk = ctx.disk.clone();
+    let uuid = blocking(move || disk.uuid())
+        .await
+        .map_err(|e| e.message().to_string())?
+        .map_err(|e| e.to_string())?;
+    let mut c = client(transport, ep).await?;
+    let req = IssueJoinTicketRequest {
+        node_name: ctx.info.name.clone(),
+        disk_uuid: uuid,
+        is_control_plane: ctx.info.role == Role::ControlPlane,
+        wireguard_public_key: ctx.net.public_key().0.to_vec(),
+        private_ip: ctx.info.private_ip.to_string(),
+        image_version: ctx.image_version.clone(),
+    };
+    let ticket = crate::services::init::wiped(
+        c.issue_join_ticket(req)
+            .await
+            .map_err(|s| format!("join refused ({:?}): {}", s.code(), s.message()))?
+            .into_inner(),
+    );
+    let _guard = ctx.bootstrap_lock.lock().await;
+    if ctx.phase() != Phase::Fresh {
+        tracing::info!("ticket received after this node was initialised; discarding it");
+        return Ok(());
+    }
+    let ms = Secret::from_slice(&ticket.measurement_secret);
+    let cluster_id =
+        keys::cluster_id(ms.expose(), &ticket.measurement_salt).map_err(|e| e.to_string())?;
+    if ticket.cluster_id != cluster_id {
+        return Err("ticket's cluster ID does not match its measurement secret and salt".into());
+    }
+    let master = match &ticket.control_plane {
+        Some(cp) => {
+            Some(MasterSecret::new(&cp.master_secret, &cp.master_salt).map_err(|e| e.to_string())?)
+        }
+        None => None,
+    };
+    if ctx.info.role == Role::ControlPlane && master.is_none() {
+        return Err("control-plane ticket lacks the control-plane material".into());
+    }
+    lock_node(ctx, &cluster_id).await?;
+    let state = NodeState {
+        role: ctx.info.role,
+        name: ctx.info.name.clone(),
+        cluster_id: hex::encode(cluster_id),
+        cluster_name: ticket.cluster_name.clone(),
+        measurement_salt: hex::encode(&ticket.measurement_salt),
+        joined_at: crate::state::now_rfc3339(),
+    };
+    let key = Secret::from_slice(&ticket.state_disk_key);
+    setup_disk(ctx, &key, true, &state).await?;
+    apply_network(ctx, peers_of(&ticket), &ticket.wireguard_address)?;
+    if let Some(cp) = &ticket.control_plane
+        && !cp.attestation_config_json.is_empty()
+    {
+        ctx.apply_attestation_config(&cp.attestation_config_json)
+            .map_err(|s| s.message().to_string())?;
+    }
+    *ctx.secrets.write().unwrap_or_else(|e| e.into_inner()) = Some(ClusterSecrets {
+        master,
+        measurement_secret: ms,
+        measurement_salt: ticket.measurement_salt.clone(),
+        cluster_id,
+        cluster_name: ticket.cluster_name.clone(),
+    });
+    ctx.metrics.bootstrapped.set(1);
+    ctx.phase.send_replace(Phase::Bootstrapped);
+    tracing::info!(endpoint = %ep, cluster_id = %hex::encode(cluster_id), "joined the cluster");
+    Ok(())
+}
+
+/// Rebooted member: asks for a rejoin ticket until it gets one, recovery happens, or the
+/// deadline passes.
+pub async fn rejoin_loop(
+    ctx: Arc<NodeContext>,
+    transport: Arc<dyn Transport>,
+    deadline: Duration,
+) -> Result<(), JoinClientError> {
+    retry(&ctx, deadline, "rejoin", |ep| {
+        let ctx = ctx.clone();
+        let transport = transport.clone();
+        async move { try_rejoin(&ctx, &transport, &ep).await }
+    })
+    .await
+}
+
+async fn try_rejoin(
+    ctx: &Arc<NodeContext>,
+    transport: &Arc<dyn Transport>,
+    ep: &str,
+) -> Result<(), String> {
+    let disk = ctx.disk.clone();
+    let uuid = blocking(move || disk.uuid())
+        .await
+        .map_err(|e| e.message().to_string())?
+        .map_err(|e| e.to_string())?;
+    let mut c = client(transport, ep).await?;
+    let ticket = crate::services::init::wiped(
+        c.issue_rejoin_ticket(IssueRejoinTicketRequest {
+            node_name: ctx.info.name.clone(),
+            disk_uuid: uuid,
+            is_control_plane: ctx.info.role == Role::ControlPlane,
+        })
+        .await
+        .map_err(|s| format!("rejoin refused ({:?}): {}", s.code(), s.message()))?
+        .into_inner(),
+    );
+    let _guard = ctx.bootstrap_lock.lock().await;
+    if ctx.phase() != Phase::AwaitingRejoin {
+        return Ok(());
+    }
+    let ms = Secret::from_slice(&ticket.measurement_secret);
+    let cluster_id =
+        keys::cluster_id(ms.expose(), &ticket.measurement_salt).map_err(|e| e.to_string())?;
+    let lock = ctx.lock.clone();
+    let pcr = blocking(move || lock.read())
+        .await
+        .map_err(|e| e.message().to_string())?
+        .map_err(|e| e.to_string())?;
+    if pcr == [0u8; 32] {
+        lock_node(ctx, &cluster_id).await?;
+    } else if pcr != constellation_attest::measurements::expected_pcr15(&cluster_id) {
+        return Err("PCR 15 records another cluster than the rejoin ticket's".into());
+    }
+    let key = Secret::from_slice(&ticket.state_disk_key);
+    let disk = ctx.disk.clone();
+    let dk = crate::disk::DiskKey::from_slice(key.expose());
+    let dir = blocking(move || -> Result<std::path::PathBuf, String> {
+        disk.unlock(&dk).map_err(|e| e.to_string())?;
+        disk.mount().map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.message().to_string())??;
+    let state: NodeState = crate::state::load(&dir, NODE_STATE_FILE)
+        .map_err(|e| e.to_string())?
+        .ok_or("the unlocked state disk holds no node state")?;
+    if let Ok(Some(cs)) = crate::state::load(&dir, crate::state::CLUSTER_STATE_FILE) {
+        *ctx.cluster.lock().unwrap_or_else(|e| e.into_inner()) = cs;
+    }
+    *ctx.state_dir.write().unwrap_or_else(|e| e.into_inner()) = Some(dir);
+    let master = match &ticket.control_plane {
+        Some(cp) => {
+            if !cp.attestation_config_json.is_empty() {
+                ctx.apply_attestation_config(&cp.attestation_config_json)
+                    .map_err(|s| s.message().to_string())?;
+            }
+            Some(MasterSecret::new(&cp.master_secret, &cp.master_salt).map_err(|e| e.to_string())?)
+        }
+        None => None,
+    };
+    *ctx.secrets.write().unwrap_or_else(|e| e.into_inner()) = Some(ClusterSecrets {
+        master,
+        measurement_secret: ms,
+        measurement_salt: ticket.measurement_salt.clone(),
+        cluster_id,
+        cluster_name: state.cluster_name,
+    });
+    ctx.metrics.disk_unlocked.set(1);
+    ctx.metrics.bootstrapped.set(1);
+    ctx.phase.send_replace(Phase::Bootstrapped);
+    tracing::info!(endpoint = %ep, "rejoined the cluster; state disk unlocked");
+    Ok(())
+}

@@ -1,0 +1,194 @@
+//! The node's gRPC services and their shared context.
+//!
+//! Services are plain tonic services; the channel security (aTLS, mutual TLS) is applied by
+//! the servers in [`crate::bootstrap`]. Handlers that need an attested peer read its verified
+//! claims from the request extensions (put there by the aTLS layer) via [`peer_claims`].
+
+pub mod init;
+pub mod join;
+pub mod key;
+pub mod management;
+pub mod recovery;
+pub mod verify;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+
+use constellation_attest::validator::{Issuer, Validators, VerifiedClaims};
+use tokio::sync::watch;
+use tonic::Status;
+
+use crate::disk::StateDisk;
+use crate::lock::ClusterLock;
+use crate::logging::LogRing;
+use crate::metadata::InstanceInfo;
+use crate::metrics::Metrics;
+use crate::netcrypt::NetworkEncryption;
+use crate::state::{ClusterSecrets, ClusterState};
+
+/// Turns a validated attestation config (JSON) into validators. Injected so that the node
+/// logic does not fix one config format.
+pub type ConfigParser = Arc<
+    dyn Fn(&str) -> Result<Vec<Arc<dyn constellation_attest::validator::Validator>>, String>
+        + Send
+        + Sync,
+>;
+
+/// Where the node is in its life cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for Init or a join ticket.
+    Fresh,
+    /// Rebooted member waiting for a rejoin ticket or recovery.
+    AwaitingRejoin,
+    /// Initialised or joined; control planes serve the cluster services.
+    Bootstrapped,
+}
+
+/// Everything the services share.
+pub struct NodeContext {
+    /// Metadata read at boot.
+    pub info: InstanceInfo,
+    /// Image version this node runs.
+    pub image_version: String,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Recent log lines.
+    pub logs: LogRing,
+    /// Issues this node's attestation documents.
+    pub issuer: Arc<dyn Issuer>,
+    /// PCR 15.
+    pub lock: Arc<dyn ClusterLock>,
+    /// State disk.
+    pub disk: Arc<dyn StateDisk>,
+    /// Network encryption.
+    pub net: Arc<dyn NetworkEncryption>,
+    /// Validators the join/key services check clients with (replaced at run time).
+    pub validators: Validators,
+    /// Parses attestation configs.
+    pub parse_config: ConfigParser,
+    /// Cluster secrets once bootstrapped.
+    pub secrets: RwLock<Option<ClusterSecrets>>,
+    /// Control-plane view of the cluster.
+    pub cluster: Mutex<ClusterState>,
+    /// Mounted state directory once the disk is open.
+    pub state_dir: RwLock<Option<PathBuf>>,
+    /// Serialises Init, join and recovery: the first to take the node lock wins.
+    pub bootstrap_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Life-cycle phase, observable.
+    pub phase: watch::Sender<Phase>,
+}
+
+impl std::fmt::Debug for NodeContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeContext")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeContext {
+    /// Current phase.
+    pub fn phase(&self) -> Phase {
+        *self.phase.borrow()
+    }
+
+    /// The cluster secrets, or `Unavailable` before bootstrap.
+    pub fn secrets(&self) -> Result<ClusterSecrets, Status> {
+        self.secrets
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| {
+                Status::unavailable("this node has not joined or initialised a cluster yet")
+            })
+    }
+
+    /// The master secret, or `Unavailable` on nodes that do not hold it.
+    pub fn master(&self) -> Result<crate::keys::MasterSecret, Status> {
+        self.secrets()?.master.ok_or_else(|| {
+            Status::unavailable("this node is not a control plane holding the master secret")
+        })
+    }
+
+    /// Persists the cluster state (control planes) on the state disk.
+    pub fn persist_cluster(&self) {
+        let dir = self
+            .state_dir
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(dir) = dir {
+            let snapshot = self
+                .cluster
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            if let Err(e) = crate::state::save(&dir, crate::state::CLUSTER_STATE_FILE, &snapshot) {
+                tracing::warn!(error = %e, "persisting the cluster state failed");
+            }
+        }
+    }
+
+    /// Replaces the validators from an attestation config.
+    pub fn apply_attestation_config(&self, json: &str) -> Result<(), Status> {
+        let v = (self.parse_config)(json)
+            .map_err(|e| Status::invalid_argument(format!("attestation config rejected: {e}")))?;
+        if v.is_empty() {
+            return Err(Status::invalid_argument(
+                "attestation config yields no validator",
+            ));
+        }
+        self.validators.replace(v);
+        self.cluster
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .attestation_config_json = json.into();
+        Ok(())
+    }
+}
+
+/// The attested peer's verified claims, set by the aTLS layer.
+pub fn peer_claims<T>(req: &tonic::Request<T>) -> Option<VerifiedClaims> {
+    if let Some(info) = req
+        .extensions()
+        .get::<constellation_attest::atls::AtlsConnectInfo>()
+    {
+        return info.peer_claims.as_deref().cloned();
+    }
+    // In-process callers (tests, benchmarks) insert the claims directly.
+    req.extensions().get::<VerifiedClaims>().cloned()
+}
+
+/// Short human-readable summary of claims (variant and the boot PCRs), for status output.
+pub fn summarize(claims: &VerifiedClaims) -> String {
+    let mut s = format!("variant={}", claims.variant);
+    for idx in [4u32, 9, 11, 12, 15] {
+        if let Some(v) = claims.measurements.get(&idx) {
+            let h = hex::encode(v);
+            s.push_str(&format!(" pcr[{idx}]={}", h.get(..16).unwrap_or(&h)));
+        }
+    }
+    s
+}
+
+/// Runs blocking work (TPM, disk) off the async executor.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(format!("background task failed: {e}")))
+}
+
+/// The node's WireGuard mesh address: 10.99.x.y/16 from the last two octets of its IPv4
+/// private address (so control planes need not coordinate allocations).
+pub fn mesh_address(private_ip: &str) -> String {
+    match private_ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(v4)) => {
+            let o = v4.octets();
+            format!("10.99.{}.{}/16", o[2], o[3])
+        }
+        _ => String::new(),
+    }
+}

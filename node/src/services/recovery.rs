@@ -1,0 +1,113 @@
+//! RecoveryService: a control plane that cannot rejoin (no other control plane is up) takes
+//! the master secret over aTLS, derives its disk key, unlocks and continues booting.
+
+use std::sync::Arc;
+
+use constellation_node_api::v1::recovery_service_server::RecoveryService;
+use constellation_node_api::v1::{RecoverRequest, RecoverResponse};
+use tonic::{Request, Response, Status};
+
+use super::{NodeContext, Phase, blocking};
+use crate::disk::DiskKey;
+use crate::keys::{self, MasterSecret};
+use crate::state::{ClusterSecrets, NODE_STATE_FILE, NodeState};
+
+/// The RecoveryService implementation.
+#[derive(Debug, Clone)]
+pub struct RecoveryServer {
+    ctx: Arc<NodeContext>,
+}
+
+impl RecoveryServer {
+    /// Serves recovery for this node.
+    pub fn new(ctx: Arc<NodeContext>) -> Self {
+        Self { ctx }
+    }
+}
+
+#[tonic::async_trait]
+impl RecoveryService for RecoveryServer {
+    async fn recover(
+        &self,
+        request: Request<RecoverRequest>,
+    ) -> Result<Response<RecoverResponse>, Status> {
+        let req = super::init::wiped(request.into_inner());
+        let ctx = self.ctx.clone();
+        if ctx.phase() != Phase::AwaitingRejoin {
+            return Err(Status::failed_precondition(
+                "recovery is only possible while the node waits to rejoin after a reboot",
+            ));
+        }
+        let master = MasterSecret::new(&req.master_secret, &req.master_salt)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let _guard = ctx.bootstrap_lock.lock().await;
+        if ctx.phase() != Phase::AwaitingRejoin {
+            return Err(Status::failed_precondition("the node rejoined meanwhile"));
+        }
+        let disk = ctx.disk.clone();
+        let m2 = master.clone();
+        let dir = blocking(move || -> Result<std::path::PathBuf, Status> {
+            let uuid = disk.uuid().map_err(|e| Status::internal(e.to_string()))?;
+            let key = m2
+                .disk_key(&uuid)
+                .map_err(|e| Status::internal(e.to_string()))?;
+            disk.unlock(&DiskKey::from_slice(key.expose()))
+                .map_err(|e| match e {
+                    crate::disk::DiskError::WrongKey { .. } => Status::permission_denied(
+                        "the master secret does not unlock this node's state disk",
+                    ),
+                    other => Status::internal(other.to_string()),
+                })?;
+            disk.mount().map_err(|e| Status::internal(e.to_string()))
+        })
+        .await??;
+        let state: NodeState = crate::state::load(&dir, NODE_STATE_FILE)
+            .map_err(|e| Status::internal(e.to_string()))?
+            .ok_or_else(|| Status::internal("the unlocked state disk holds no node state"))?;
+        let salt = hex::decode(&state.measurement_salt)
+            .map_err(|_| Status::internal("stored measurement salt is not hex"))?;
+        let ms = master
+            .measurement_secret()
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let cluster_id =
+            keys::cluster_id(ms.expose(), &salt).map_err(|e| Status::internal(e.to_string()))?;
+        let lock = ctx.lock.clone();
+        let pcr = blocking(move || lock.read())
+            .await?
+            .map_err(|e| Status::internal(e.to_string()))?;
+        if pcr != constellation_attest::measurements::expected_pcr15(&cluster_id) {
+            return Err(Status::permission_denied(
+                "the master secret belongs to another cluster than PCR 15 records",
+            ));
+        }
+        if let Ok(Some(c)) = crate::state::load(&dir, crate::state::CLUSTER_STATE_FILE) {
+            *ctx.cluster.lock().unwrap_or_else(|e| e.into_inner()) = c;
+        }
+        let cfg = ctx
+            .cluster
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .attestation_config_json
+            .clone();
+        if !cfg.is_empty()
+            && let Err(e) = ctx.apply_attestation_config(&cfg)
+        {
+            tracing::warn!(error = %e.message(), "stored attestation config rejected; keeping the boot-time one");
+        }
+        *ctx.state_dir.write().unwrap_or_else(|e| e.into_inner()) = Some(dir);
+        *ctx.secrets.write().unwrap_or_else(|e| e.into_inner()) = Some(ClusterSecrets {
+            master: Some(master),
+            measurement_secret: ms,
+            measurement_salt: salt,
+            cluster_id,
+            cluster_name: state.cluster_name,
+        });
+        ctx.metrics.disk_unlocked.set(1);
+        ctx.metrics.bootstrapped.set(1);
+        ctx.phase.send_replace(Phase::Bootstrapped);
+        tracing::info!("recovered: state disk unlocked with the master secret");
+        Ok(Response::new(RecoverResponse {
+            cluster_id: cluster_id.to_vec(),
+        }))
+    }
+}

@@ -1,0 +1,644 @@
+//! Host tier, protocols: several node agents as PROCESSES on loopback, each with its own swtpm,
+//! a metadata directory the test controls (DirectoryMetadata), HostDirectoryDisk (an
+//! UNENCRYPTED directory standing in for the state disk) and NoopNetwork. The channels are the
+//! real aTLS of the attest crate. Needs `swtpm` on PATH (scripts/install-deps.sh); skipped with
+//! a notice otherwise.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use constellation_attest::atls::{AtlsClient, ServerVerification, connect_channel};
+use constellation_attest::measurements::{Measurement, Measurements};
+use constellation_attest::testing::Swtpm;
+use constellation_attest::tpm::issuer::{TpmIssuer, TpmIssuerConfig};
+use constellation_attest::{Validators, Variant, expected_pcr15};
+use constellation_node::services::init::hash_init_secret;
+use constellation_node_api::v1::init_response::Kind;
+use constellation_node_api::v1::init_service_client::InitServiceClient;
+use constellation_node_api::v1::key_service_client::KeyServiceClient;
+use constellation_node_api::v1::management_service_client::ManagementServiceClient;
+use constellation_node_api::v1::recovery_service_client::RecoveryServiceClient;
+use constellation_node_api::v1::verification_service_client::VerificationServiceClient;
+use constellation_node_api::v1::*;
+use hkdf::Hkdf;
+use sha2::{Digest, Sha256};
+use tonic::Code;
+
+const INIT_SECRET: &[u8] = b"host-cluster-init-secret";
+const MASTER: [u8; 32] = [0x42; 32];
+const SALT: [u8; 32] = [0x24; 32];
+const MSALT: [u8; 32] = [0x99; 32];
+const BOOT_PCRS: [u32; 5] = [0, 4, 9, 11, 12];
+const WAIT: Duration = Duration::from_secs(180);
+
+fn have(prog: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
+        .unwrap_or(false)
+}
+
+fn hkdf(ikm: &[u8], salt: &[u8], info: &str) -> Vec<u8> {
+    let mut out = vec![0u8; 32];
+    Hkdf::<Sha256>::new(Some(salt), ikm)
+        .expand(info.as_bytes(), &mut out)
+        .unwrap();
+    out
+}
+
+/// Measurements of a fresh swtpm (nothing measured: zeros) for the boot PCRs.
+fn measurements() -> Measurements {
+    let mut m = Measurements::default();
+    for i in BOOT_PCRS {
+        m.0.insert(i, Measurement::enforced(vec![0u8; 32]).unwrap());
+    }
+    m
+}
+
+fn config_json() -> String {
+    serde_json::json!({"variant": "qemu-vtpm", "measurements": measurements()}).to_string()
+}
+
+fn validators(extra: Option<(u32, Vec<u8>)>) -> Validators {
+    let mut m = measurements();
+    if let Some((i, v)) = extra {
+        m.0.insert(i, Measurement::enforced(v).unwrap());
+    }
+    Validators::new(vec![Arc::new(constellation_attest::qemu_vtpm::validator(
+        m,
+    ))])
+}
+
+/// A node agent process; killed on drop (also when the test fails).
+struct Agent(Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Node {
+    name: &'static str,
+    ip: IpAddr,
+    swtpm: Swtpm,
+    dir: tempfile::TempDir,
+    agent: Option<Agent>,
+    starts: u32,
+}
+
+impl Node {
+    fn new(
+        name: &'static str,
+        ip: IpAddr,
+        role: &str,
+        endpoints: &str,
+        init_hash: Option<&str>,
+    ) -> Self {
+        let swtpm = Swtpm::start().expect("starting swtpm");
+        let dir = tempfile::Builder::new()
+            .prefix("host-cluster-")
+            .tempdir()
+            .unwrap();
+        let meta = dir.path().join("metadata");
+        std::fs::create_dir_all(&meta).unwrap();
+        std::fs::write(meta.join("role"), role).unwrap();
+        std::fs::write(meta.join("name"), name).unwrap();
+        std::fs::write(meta.join("private-ip"), ip.to_string()).unwrap();
+        std::fs::write(meta.join("join-endpoints"), endpoints).unwrap();
+        if let Some(h) = init_hash {
+            std::fs::write(meta.join("init-secret-hash"), h).unwrap();
+        }
+        Self {
+            name,
+            ip,
+            swtpm,
+            dir,
+            agent: None,
+            starts: 0,
+        }
+    }
+
+    fn log(&self) -> PathBuf {
+        self.dir.path().join(format!("agent-{}.log", self.starts))
+    }
+
+    fn disk(&self) -> PathBuf {
+        self.dir.path().join("disk")
+    }
+
+    fn start(&mut self) {
+        self.starts += 1;
+        let log = std::fs::File::create(self.log()).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_constellation-node"))
+            .arg("--host-metadata-dir")
+            .arg(self.dir.path().join("metadata"))
+            .arg("--host-state-dir")
+            .arg(self.disk())
+            .arg("--tpm-tcti")
+            .arg(self.swtpm.tcti())
+            .arg("--listen-ip")
+            .arg(self.ip.to_string())
+            .arg("--image-version")
+            .arg("host-test")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawning constellation-node");
+        self.agent = Some(Agent(child));
+    }
+
+    fn stop(&mut self) {
+        self.agent = None;
+    }
+
+    fn addr(&self, port: u16) -> SocketAddr {
+        SocketAddr::new(self.ip, port)
+    }
+
+    fn logs(&self) -> String {
+        (1..=self.starts)
+            .map(|i| {
+                std::fs::read_to_string(self.dir.path().join(format!("agent-{i}.log")))
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn metrics(&self) -> String {
+        http_get(
+            self.addr(constellation_node_api::ports::METRICS),
+            "/metrics",
+        )
+        .unwrap_or_default()
+    }
+
+    fn bootstrapped(&self) -> bool {
+        self.metrics()
+            .lines()
+            .any(|l| l.trim() == "constellation_node_bootstrapped 1")
+    }
+
+    fn wait_bootstrapped(&self) {
+        let t0 = Instant::now();
+        while !self.bootstrapped() {
+            assert!(
+                t0.elapsed() < WAIT,
+                "{} did not bootstrap; log:\n{}",
+                self.name,
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    fn wait_port(&self, port: u16) {
+        let t0 = Instant::now();
+        while TcpStream::connect_timeout(&self.addr(port), Duration::from_secs(1)).is_err() {
+            assert!(
+                t0.elapsed() < WAIT,
+                "{} never listened on {port}; log:\n{}",
+                self.name,
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The key the host-tier disk was re-keyed with, as SHA-256 hex (HostDirectoryDisk layout).
+    fn disk_key_digest(&self) -> (String, String) {
+        let read = |f: &str| {
+            std::fs::read_to_string(self.disk().join(f))
+                .unwrap_or_else(|e| panic!("{}: {f}: {e}; log:\n{}", self.name, self.logs()))
+        };
+        let (uuid, digest) = (read("uuid"), read("initialized-key-sha256"));
+        (uuid.trim().to_string(), digest.trim().to_string())
+    }
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+/// Loopback addresses unique to this test run, so parallel runs do not clash on ports.
+fn ips(n: u8) -> Vec<IpAddr> {
+    let r: u16 = rand::random::<u16>() % 250;
+    let pid = (std::process::id() % 250) as u8;
+    (1..=n)
+        .map(|i| IpAddr::from([127, 1 + (r % 200) as u8, pid, i]))
+        .collect()
+}
+
+/// A codec sending raw bytes, for malformed requests.
+#[derive(Clone, Default)]
+struct Raw;
+struct RawEnc;
+struct RawDec;
+impl tonic::codec::Codec for Raw {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawEnc;
+    type Decoder = RawDec;
+    fn encoder(&mut self) -> RawEnc {
+        RawEnc
+    }
+    fn decoder(&mut self) -> RawDec {
+        RawDec
+    }
+}
+impl tonic::codec::Encoder for RawEnc {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use bytes::BufMut;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+impl tonic::codec::Decoder for RawDec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        use bytes::Buf;
+        Ok(Some(src.copy_to_bytes(src.remaining()).to_vec()))
+    }
+}
+
+fn init_request(secret: &[u8]) -> InitRequest {
+    InitRequest {
+        master_secret: MASTER.to_vec(),
+        master_salt: SALT.to_vec(),
+        measurement_salt: MSALT.to_vec(),
+        cluster_name: "host-cluster".into(),
+        init_secret: secret.to_vec(),
+        attestation_config_json: config_json(),
+        kubernetes_version: String::new(),
+    }
+}
+
+async fn init_client(node: &Node) -> InitServiceClient<tonic::transport::Channel> {
+    let client = AtlsClient::new(None, ServerVerification::Attested(validators(None))).unwrap();
+    let ch = connect_channel(
+        &format!("http://{}", node.addr(constellation_node_api::ports::INIT)),
+        client,
+    )
+    .await
+    .expect("aTLS to the init server");
+    InitServiceClient::new(ch)
+}
+
+#[test]
+fn host_cluster() {
+    if !have("swtpm") {
+        eprintln!("SKIPPED host_cluster: swtpm is not on PATH (run scripts/install-deps.sh)");
+        return;
+    }
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(run());
+}
+
+async fn run() {
+    let ip = ips(4);
+    let join_ep = format!("{}:{}", ip[0], constellation_node_api::ports::JOIN);
+    let hash = hash_init_secret(INIT_SECRET).unwrap();
+    let mut cp0 = Node::new("cp-0", ip[0], "control-plane", "", Some(&hash));
+    let mut w1 = Node::new("w-1", ip[1], "worker", &join_ep, None);
+    let mut cp1 = Node::new("cp-1", ip[2], "control-plane", &join_ep, None);
+    let mut bad = Node::new("w-bad", ip[3], "worker", &join_ep, None);
+    // The bad node boots "another image": PCR 4 differs from the attestation config.
+    {
+        let tpm =
+            TpmIssuer::open(TpmIssuerConfig::new(bad.swtpm.tcti(), Variant::QemuVtpm)).unwrap();
+        tpm.pcr_event(4, b"a different boot loader").unwrap();
+    }
+    cp0.start();
+    cp0.wait_port(constellation_node_api::ports::INIT);
+
+    // Wrong init secret: PermissionDenied.
+    let mut init = init_client(&cp0).await;
+    let e = init.init(init_request(b"wrong")).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    // Oversized message: refused before the handler (OUT_OF_RANGE from tonic's decoder).
+    let mut big = init_request(INIT_SECRET);
+    big.cluster_name = "x".repeat(constellation_node_api::limits::MAX_MESSAGE_BYTES + 1);
+    let e = init.init(big).await.unwrap_err();
+    assert_eq!(e.code(), Code::OutOfRange, "{e:?}");
+    // Malformed protobuf: refused with INTERNAL (decode error), nothing changes.
+    let client = AtlsClient::new(None, ServerVerification::Attested(validators(None))).unwrap();
+    let ch = connect_channel(
+        &format!("http://{}", cp0.addr(constellation_node_api::ports::INIT)),
+        client,
+    )
+    .await
+    .unwrap();
+    let mut grpc = tonic::client::Grpc::new(ch);
+    grpc.ready().await.unwrap();
+    let path = http::uri::PathAndQuery::from_static("/constellation.node.v1.InitService/Init");
+    let r = grpc
+        .server_streaming(tonic::Request::new(vec![0xff; 40]), path, Raw)
+        .await;
+    let code = match r {
+        Err(s) => s.code(),
+        Ok(mut s) => s.get_mut().message().await.unwrap_err().code(),
+    };
+    assert_eq!(code, Code::Internal);
+
+    // Init.
+    let mut stream = init
+        .init(init_request(INIT_SECRET))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut lines = Vec::new();
+    let ok = loop {
+        match stream
+            .message()
+            .await
+            .unwrap()
+            .expect("stream ended without a result")
+            .kind
+        {
+            Some(Kind::LogLine(l)) => lines.push(l),
+            Some(Kind::Success(s)) => break s,
+            Some(Kind::Failure(f)) => {
+                panic!("init failed: {}\n{}", f.error, f.log_lines.join("\n"))
+            }
+            None => panic!("empty message"),
+        }
+    };
+    assert!(!lines.is_empty());
+    let ms = hkdf(&MASTER, &SALT, "key-measurementSecret");
+    let cid = hkdf(&ms, &MSALT, "key-clusterID");
+    assert_eq!(ok.cluster_id, cid, "cluster ID = independent HKDF");
+    assert_eq!(ok.kubernetes_status, "not installed");
+    // Second Init.
+    let e = init.init(init_request(INIT_SECRET)).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+
+    // Joins.
+    w1.start();
+    cp1.start();
+    bad.start();
+    w1.wait_bootstrapped();
+    cp1.wait_bootstrapped();
+    for n in [&cp0, &w1, &cp1] {
+        let (uuid, digest) = n.disk_key_digest();
+        let key = hkdf(&MASTER, &SALT, &format!("key-{}", uuid.to_lowercase()));
+        assert_eq!(
+            digest,
+            hex::encode(Sha256::digest(&key)),
+            "{}: disk key = HKDF(master, salt, key-<uuid>)",
+            n.name
+        );
+    }
+
+    // The bad node is refused, naming PCR 4.
+    let t0 = Instant::now();
+    loop {
+        let l = cp0.logs();
+        if l.contains("aTLS handshake refused") && l.contains("index 4:") {
+            break;
+        }
+        assert!(
+            t0.elapsed() < WAIT,
+            "no refusal naming PCR 4 in cp-0's log:\n{l}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(!bad.bootstrapped());
+    assert!(!bad.disk().join("initialized-key-sha256").exists());
+
+    // Verification: the document validates and carries PCR 15 = expected_pcr15(cluster ID).
+    let nonce: [u8; 32] = rand::random();
+    let ch = tonic::transport::Endpoint::from_shared(format!(
+        "http://{}",
+        cp0.addr(constellation_node_api::ports::VERIFY_GRPC)
+    ))
+    .unwrap()
+    .connect()
+    .await
+    .unwrap();
+    let doc = VerificationServiceClient::new(ch)
+        .get_attestation(GetAttestationRequest {
+            nonce: nonce.to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .attestation;
+    let v = validators(Some((15, expected_pcr15(&cid).to_vec())));
+    let claims = v
+        .validate_bytes(&doc, &nonce, constellation_node_api::VERIFY_USER_DATA)
+        .unwrap();
+    assert_eq!(claims.measurements[&15], expected_pcr15(&cid).to_vec());
+    // HTTP flavour.
+    let n64 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(nonce);
+    let resp = http_get(
+        cp0.addr(constellation_node_api::ports::VERIFY_HTTP),
+        &format!("/?nonce={n64}"),
+    )
+    .unwrap();
+    let body = resp.split("\r\n\r\n").nth(1).unwrap();
+    let j: serde_json::Value = serde_json::from_str(body).unwrap();
+    let doc = base64::engine::general_purpose::STANDARD
+        .decode(j["attestation"].as_str().unwrap())
+        .unwrap();
+    v.validate_bytes(&doc, &nonce, constellation_node_api::VERIFY_USER_DATA)
+        .unwrap();
+    let resp = http_get(
+        cp0.addr(constellation_node_api::ports::VERIFY_HTTP),
+        "/?nonce=AA",
+    )
+    .unwrap();
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+
+    // KeyService over aTLS with an attested client (its own swtpm), on both control planes.
+    let client_tpm = Swtpm::start().unwrap();
+    let issuer: Arc<dyn constellation_attest::Issuer> = Arc::new(
+        TpmIssuer::open(TpmIssuerConfig::new(client_tpm.tcti(), Variant::QemuVtpm)).unwrap(),
+    );
+    for cp in [&cp0, &cp1] {
+        let c = AtlsClient::new(Some(issuer.clone()), ServerVerification::Unauthenticated).unwrap();
+        let ch = connect_channel(
+            &format!("http://{}", cp.addr(constellation_node_api::ports::JOIN)),
+            c,
+        )
+        .await
+        .unwrap();
+        let k = KeyServiceClient::new(ch)
+            .get_data_key(GetDataKeyRequest {
+                data_key_id: "app-volume".into(),
+                length: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            k.data_key,
+            hkdf(&MASTER, &SALT, "key-app-volume"),
+            "{}",
+            cp.name
+        );
+    }
+    // A client that does not attest gets no channel at all.
+    let c = AtlsClient::new(None, ServerVerification::Attested(validators(None))).unwrap();
+    assert!(
+        connect_channel(
+            &format!("http://{}", cp0.addr(constellation_node_api::ports::JOIN)),
+            c
+        )
+        .await
+        .is_err()
+    );
+
+    // Management with the owner credential.
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(&ok.cluster_ca_pem))
+        .identity(tonic::transport::Identity::from_pem(
+            &ok.owner_certificate_pem,
+            &ok.owner_private_key_pem,
+        ))
+        .domain_name(constellation_node::ca::MANAGEMENT_SERVER_NAME);
+    cp0.wait_port(constellation_node_api::ports::MANAGEMENT);
+    let ch = tonic::transport::Endpoint::from_shared(format!(
+        "https://{}",
+        cp0.addr(constellation_node_api::ports::MANAGEMENT)
+    ))
+    .unwrap()
+    .tls_config(tls)
+    .unwrap()
+    .connect()
+    .await
+    .unwrap();
+    let st = ManagementServiceClient::new(ch)
+        .get_status(GetStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let names: Vec<_> = st.nodes.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, ["cp-0", "cp-1", "w-1"], "{st:?}");
+    assert!(st.nodes.iter().all(|n| !n.joined_at.is_empty()));
+
+    // Rejoin after restart: same swtpm (PCR 15 set), same disk → same key unlocks it.
+    w1.stop();
+    w1.start();
+    w1.wait_bootstrapped();
+    assert!(w1.logs().contains("rejoined the cluster"), "{}", w1.logs());
+
+    // Recovery: cp-0 restarts with no join endpoint (as if every control plane went down);
+    // it waits; the owner pushes the master secret over aTLS (cp-0 attests).
+    cp0.stop();
+    cp0.start();
+    cp0.wait_port(constellation_node_api::ports::RECOVERY);
+    let recovery = || async {
+        let client = AtlsClient::new(
+            None,
+            ServerVerification::Attested(validators(Some((15, expected_pcr15(&cid).to_vec())))),
+        )
+        .unwrap();
+        let ch = connect_channel(
+            &format!(
+                "http://{}",
+                cp0.addr(constellation_node_api::ports::RECOVERY)
+            ),
+            client,
+        )
+        .await
+        .expect("aTLS to the recovery server (validating PCR 15)");
+        RecoveryServiceClient::new(ch)
+    };
+    let e = recovery()
+        .await
+        .recover(RecoverRequest {
+            master_secret: vec![1; 32],
+            master_salt: SALT.to_vec(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert!(!cp0.bootstrapped());
+    let r = recovery()
+        .await
+        .recover(RecoverRequest {
+            master_secret: MASTER.to_vec(),
+            master_salt: SALT.to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.cluster_id, cid);
+    cp0.wait_bootstrapped();
+    let c = AtlsClient::new(Some(issuer.clone()), ServerVerification::Unauthenticated).unwrap();
+    let ch = connect_channel(
+        &format!("http://{}", cp0.addr(constellation_node_api::ports::JOIN)),
+        c,
+    )
+    .await
+    .unwrap();
+    let k = KeyServiceClient::new(ch)
+        .get_data_key(GetDataKeyRequest {
+            data_key_id: "app-volume".into(),
+            length: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        k.data_key,
+        hkdf(&MASTER, &SALT, "key-app-volume"),
+        "keys served again after recovery"
+    );
+
+    // No secret in any log or metrics output.
+    let mut secrets = vec![
+        MASTER.to_vec(),
+        ms.clone(),
+        hkdf(&MASTER, &SALT, "key-app-volume"),
+    ];
+    for n in [&cp0, &w1, &cp1] {
+        let (uuid, _) = n.disk_key_digest();
+        secrets.push(hkdf(&MASTER, &SALT, &format!("key-{uuid}")));
+    }
+    for n in [&cp0, &w1, &cp1, &bad] {
+        let text = format!("{}\n{}", n.logs(), n.metrics());
+        for s in &secrets {
+            assert!(!text.contains(&hex::encode(s)), "{} leaks a secret", n.name);
+            assert!(
+                !text.contains(&base64::engine::general_purpose::STANDARD.encode(s)),
+                "{} leaks a secret",
+                n.name
+            );
+        }
+    }
+    let _ = Path::new("");
+}

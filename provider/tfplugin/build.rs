@@ -1,0 +1,15 @@
+//! Generates the gRPC server code for Terraform's plugin protocol and go-plugin's services.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto");
+    tonic_prost_build::configure()
+        // Server only: Terraform is the client. Tests build their own client from the same
+        // generated module, so the client stubs are generated too (cheap, unused in release).
+        .build_server(true)
+        .build_client(true)
+        .compile_protos(
+            &["proto/tfplugin6.proto", "proto/go_plugin.proto"],
+            &["proto"],
+        )?;
+    Ok(())
+}

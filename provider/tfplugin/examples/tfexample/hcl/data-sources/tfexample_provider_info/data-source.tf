@@ -1,0 +1,1 @@
+data "tfexample_provider_info" "current" {}

@@ -1,0 +1,3 @@
+output "digest" {
+  value = provider::tfexample::sha256("abc")
+}

@@ -1,0 +1,4 @@
+resource "tfexample_slow" "wait" {
+  name    = "wait"
+  seconds = 30
+}
