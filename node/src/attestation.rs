@@ -1,60 +1,20 @@
-//! The cluster's attestation config: which variant and measurements joining nodes must show.
-//!
-//! JSON: `{"variant": "qemu-vtpm", "measurements": {"4": "<hex>", "9": {"expected": "<hex>",
-//! "warn_only": true}}}` (measurements in the attest crate's format). Parsed into validators for
-//! the join and key services.
+//! The cluster's attestation config as the node agent uses it: the shared
+//! [`constellation_attest::config::AttestationConfig`] (variant, measurements, hardware policy),
+//! the same JSON document the provider's `constellation_attestation` data source emits and
+//! `attest-verify` reads (docs/attestation-policy.md). Parsed into validators for the join and
+//! key services.
 
 use std::sync::Arc;
 
-use constellation_attest::measurements::Measurements;
+pub use constellation_attest::config::AttestationConfig;
 use constellation_attest::validator::Validator;
-use constellation_attest::variant::Variant;
-use serde::{Deserialize, Serialize};
 
-/// The config document.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AttestationConfig {
-    /// Attestation variant, e.g. `qemu-vtpm`.
-    pub variant: String,
-    /// Expected measurements.
-    pub measurements: Measurements,
-}
-
-impl AttestationConfig {
-    /// Parses and checks a config.
-    pub fn from_json(json: &str) -> Result<Self, String> {
-        if json.len() > 64 * 1024 {
-            return Err("attestation config larger than 64 KiB".into());
-        }
-        serde_json::from_str(json).map_err(|e| format!("attestation config is not valid: {e}"))
-    }
-
-    /// JSON text.
-    pub fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
-    }
-
-    /// The validators this config asks for.
-    pub fn validators(&self) -> Result<Vec<Arc<dyn Validator>>, String> {
-        let variant: Variant = self
-            .variant
-            .parse()
-            .map_err(|_| format!("unknown attestation variant {:?}", self.variant))?;
-        match variant {
-            Variant::QemuVtpm => Ok(vec![Arc::new(constellation_attest::qemu_vtpm::validator(
-                self.measurements.clone(),
-            ))]),
-            other => Err(format!(
-                "the node agent cannot validate variant {other} yet (only qemu-vtpm)"
-            )),
-        }
-    }
-}
-
-/// Parser usable as [`crate::services::ConfigParser`].
+/// Parser usable as [`crate::services::ConfigParser`]: JSON text → validators, or a message
+/// that says what is wrong with the config.
 pub fn parse_config(json: &str) -> Result<Vec<Arc<dyn Validator>>, String> {
-    AttestationConfig::from_json(json)?.validators()
+    AttestationConfig::from_json(json.as_bytes())
+        .and_then(|c| c.validators())
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -72,5 +32,8 @@ mod tests {
         assert!(parse_config("{").is_err());
         assert!(parse_config(r#"{"variant":"nope","measurements":{}}"#).is_err());
         assert!(parse_config(r#"{"variant":"qemu-vtpm","measurements":{},"x":1}"#).is_err());
+        // The provider's form, with an explicit hardware policy, is accepted too.
+        let with_policy = j.replace("}}}", r#"}},"policy":{"version":1}}"#);
+        assert_eq!(parse_config(&with_policy).unwrap().len(), 1);
     }
 }
