@@ -131,6 +131,8 @@ pub struct Input {
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Manifest {
+    /// Image version (the os-release IMAGE_VERSION); the provider's image data source shows it.
+    pub version: String,
     /// SHA-256 of constellation.efi.
     pub uki_sha256: String,
     /// SHA-256 of disk.raw.
@@ -411,6 +413,7 @@ pub fn build(cfg: &BuildConfig) -> Result<BuildOutput, BuildError> {
         Ok(p)
     };
     let manifest = Manifest {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
         uki_sha256: sha256_hex(&uki),
         disk_sha256: sha256_hex(&disk_bytes),
         initramfs_sha256: sha256_hex(&initrd),
