@@ -15,6 +15,10 @@ bench() {
 # terraform plan with the tfplugin example provider vs. without a provider; provider peak RSS.
 # BENCH_RUNS (default 15) sets the plans per configuration.
 bench tfplugin-plan cargo bench --locked -q -p acceptance --bench tfplugin_plan
+# constellation provider: plan with the image/attestation data sources vs. without a provider;
+# with an image (CONSTELLATION_BENCH_IMAGE_DIR, default image/out) also the wall time of a
+# 1 + BENCH_WORKERS (default 2) cluster apply to verified, split into boot/attestation/Init/joins.
+bench cluster cargo bench --locked -q -p acceptance --bench cluster
 
 # attest: qemu-vtpm quote validation/s (RSA-2048 AK) vs one bare RSA-2048 verify; aTLS handshake
 # on loopback with swtpm, total and the quote's share.
@@ -30,3 +34,5 @@ bench node-key-derivations cargo bench --locked -q -p constellation-node --bench
 bench snp-verify cargo bench --locked -q -p constellation-attest --bench snp_verify
 # TDX: quote verification with collateral cached, quotes/s and ratio to its two P-256 verifies.
 bench tdx-verify cargo bench --locked -q -p constellation-attest --bench tdx_verify
+# qemu-tdx documents: validation with the verifier cached / uncached vs one P-256 verify.
+bench qemu-tdx-validate cargo bench --locked -q -p constellation-attest --bench qemu_tdx_validate

@@ -25,6 +25,7 @@
 //! # Ok::<(), acceptance::HarnessError>(())
 //! ```
 
+pub mod bench;
 mod error;
 mod output;
 mod process;

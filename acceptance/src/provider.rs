@@ -68,6 +68,17 @@ impl ProviderBinary {
         Self::from_path(path, source)
     }
 
+    /// Like [`ProviderBinary::cargo_bin`] with an explicit cargo profile (`dev`, `release`).
+    pub fn cargo_bin_profile(
+        package: &str,
+        bin: &str,
+        profile: &str,
+        source: &str,
+    ) -> Result<Self, HarnessError> {
+        let path = cargo_build(package, "--bin", bin, profile)?;
+        Self::from_path(path, source)
+    }
+
     /// Replaces the version under which the provider is published in the mirror.
     pub fn with_version(mut self, version: &str) -> Self {
         self.version = version.to_owned();

@@ -41,7 +41,11 @@ pub enum ConfigError {
     /// The hardware roots in the policy are unusable.
     #[error("attestation config policy has unusable roots: {0}")]
     Roots(#[from] crate::certs::CertError),
-    /// This build has no validator for the variant yet.
+    /// The variant needs settings the policy lacks.
+    #[error("attestation variant {0} needs more policy settings: {1}")]
+    Incomplete(Variant, String),
+    /// This build has no validator for the variant (every known variant has one today; kept
+    /// for variants added later).
     #[error(
         "attestation variant {0} cannot be validated by this build yet; \
          supported: {supported}",
@@ -96,19 +100,49 @@ impl AttestationConfig {
     /// The validators for this config.
     pub fn validators(&self) -> Result<Vec<Arc<dyn Validator>>, ConfigError> {
         let m = self.measurements.clone();
-        let snp = self.policy.snp.clone();
-        match self.variant {
-            Variant::QemuVtpm => Ok(vec![Arc::new(crate::qemu_vtpm::validator(m))]),
-            Variant::AzureSevSnp => Ok(vec![Arc::new(crate::azure::variant::validator(m, snp)?)]),
-            Variant::AwsSevSnp => Ok(vec![Arc::new(crate::aws::validator(m, snp)?)]),
-            other => Err(ConfigError::Unsupported(other)),
-        }
+        let p = &self.policy;
+        let snp = p.snp.clone();
+        let tdx = p.tdx.clone();
+        let v: Arc<dyn Validator> = match self.variant {
+            Variant::QemuVtpm => Arc::new(crate::qemu_vtpm::validator(m)),
+            Variant::AzureSevSnp => Arc::new(crate::azure::variant::validator(m, snp)?),
+            Variant::AwsSevSnp => Arc::new(crate::aws::validator(m, snp)?),
+            Variant::GcpSevSnp => Arc::new(crate::gcp::snp_validator(m, snp, &p.gcp)?),
+            Variant::QemuTdx => Arc::new(crate::qemu_tdx::QemuTdxValidator::new(m, tdx)?),
+            Variant::AzureTdx => Arc::new(crate::azure::variant::tdx_validator(m, tdx)?),
+            Variant::GcpSevEs => Arc::new(
+                crate::gcp::sev_es_validator(m, &p.gcp)
+                    .map_err(|e| ConfigError::Incomplete(self.variant, e.to_string()))?,
+            ),
+            Variant::AzureTrustedLaunch => Arc::new(
+                crate::azure::trustedlaunch::validator(m, &p.azure)
+                    .map_err(|e| ConfigError::Incomplete(self.variant, e.to_string()))?,
+            ),
+            Variant::AwsNitroTpm => Arc::new(
+                crate::aws::nitro::validator(m, &p.aws)
+                    .map_err(|e| ConfigError::Incomplete(self.variant, e.to_string()))?,
+            ),
+        };
+        Ok(vec![v])
     }
 }
 
-/// Variants [`AttestationConfig::validators`] supports.
+/// Variants [`AttestationConfig::validators`] supports (some need cloud settings in the policy:
+/// gcp-sev-es needs `policy.gcp.compute_api_url`, azure-trustedlaunch
+/// `policy.azure.trusted_launch_roots_pem`, aws-nitro-tpm `policy.aws.ec2_api_url` and
+/// `policy.aws.region`).
 pub fn supported_variants() -> &'static [Variant] {
-    &[Variant::QemuVtpm, Variant::AwsSevSnp, Variant::AzureSevSnp]
+    &[
+        Variant::QemuVtpm,
+        Variant::QemuTdx,
+        Variant::AwsSevSnp,
+        Variant::AwsNitroTpm,
+        Variant::AzureSevSnp,
+        Variant::AzureTdx,
+        Variant::AzureTrustedLaunch,
+        Variant::GcpSevEs,
+        Variant::GcpSevSnp,
+    ]
 }
 
 fn supported_list() -> String {
@@ -139,6 +173,46 @@ mod tests {
             c
         );
         assert_eq!(c.validators().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn every_variant_builds_with_its_required_settings() {
+        let root = String::from_utf8(sev::certs::snp::builtin::milan::ARK.to_vec()).unwrap();
+        let policy = serde_json::json!({
+            "version": 1,
+            "gcp": {"compute_api_url": "http://127.0.0.1:1"},
+            "azure": {"trusted_launch_roots_pem": [root]},
+            "aws": {"ec2_api_url": "http://127.0.0.1:1", "region": "eu-central-1"},
+        });
+        assert_eq!(supported_variants().len(), Variant::ALL.len());
+        for v in Variant::ALL {
+            assert!(supported_variants().contains(&v), "{v}");
+            let json = serde_json::json!({"variant": v, "measurements": {}, "policy": policy});
+            let c = AttestationConfig::from_json(json.to_string().as_bytes()).unwrap();
+            let vals = c.validators().unwrap();
+            assert_eq!(vals.len(), 1);
+            assert_eq!(vals[0].variant(), v);
+            // Settings survive the round trip; unset cloud sections are not emitted.
+            assert_eq!(
+                AttestationConfig::from_json(c.to_json().as_bytes()).unwrap(),
+                c
+            );
+        }
+        let plain = AttestationConfig::from_json(json("qemu-vtpm").as_bytes()).unwrap();
+        assert!(!plain.to_json().contains("\"gcp\""));
+        // Variants needing cloud settings say which one is missing.
+        for (v, missing) in [
+            ("gcp-sev-es", "compute_api_url"),
+            ("azure-trustedlaunch", "trusted_launch_roots_pem"),
+            ("aws-nitro-tpm", "ec2_api_url"),
+        ] {
+            let c = AttestationConfig::from_json(json(v).as_bytes()).unwrap();
+            let e = c.validators().err().unwrap();
+            assert!(
+                matches!(e, ConfigError::Incomplete(..)) && e.to_string().contains(missing),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub enum Evidence {
     /// A TPM 2.0 quote (all vTPM variants; hardware evidence binding the AK goes into
     /// [`TpmEvidence::instance_info`]).
     Tpm(TpmEvidence),
+    /// An Intel TDX quote (qemu-tdx): no vTPM, the quote's REPORT_DATA binds user data and nonce.
+    Tdx(TdxEvidence),
 }
 
 impl Evidence {
@@ -50,6 +52,7 @@ impl Evidence {
     pub fn kind(&self) -> &'static str {
         match self {
             Evidence::Tpm(_) => "tpm",
+            Evidence::Tdx(_) => "tdx",
         }
     }
 }
@@ -84,6 +87,70 @@ impl TpmEvidence {
             .map(|(k, v)| (*k, v.clone().into_vec()))
             .collect()
     }
+}
+
+/// A TDX DCAP quote with the optional material to judge it.
+///
+/// REPORT_DATA = [`extra_data`]`(user_data, nonce)` ‖ 32 zero bytes. Collateral is optional and
+/// untrusted (Intel signs it; the validator checks those signatures); without it no TCB status
+/// can be computed and a policy that requires one rejects the quote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TdxEvidence {
+    /// The quote (v4 or v5) as read from configfs-tsm `outblob`.
+    #[serde(with = "serde_bytes")]
+    pub quote: Vec<u8>,
+    /// The CC event log (ACPI CCEL area), when exposed; replayed against RTMR0..3.
+    pub event_log: Option<ByteBuf>,
+    /// PCS collateral fetched by the issuer (or a caching proxy), when available.
+    pub collateral: Option<TdxCollateral>,
+}
+
+/// Intel PCS collateral carried in a document (each field the raw PCS response body).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TdxCollateral {
+    /// TCB info JSON.
+    pub tcb_info: Option<ByteBuf>,
+    /// QE identity JSON.
+    pub qe_identity: Option<ByteBuf>,
+    /// TCB signing chain (PEM).
+    pub tcb_signing_chain: Option<ByteBuf>,
+    /// PCK CRL (DER or PEM).
+    pub pck_crl: Option<ByteBuf>,
+    /// Root CA CRL (DER or PEM).
+    pub root_ca_crl: Option<ByteBuf>,
+}
+
+impl TdxCollateral {
+    /// As the files the TDX verifier takes.
+    pub fn to_files(&self) -> crate::tdx::CollateralFiles {
+        let f = |b: &Option<ByteBuf>| b.as_ref().map(|b| b.to_vec());
+        crate::tdx::CollateralFiles {
+            tcb_info: f(&self.tcb_info),
+            qe_identity: f(&self.qe_identity),
+            tcb_signing_chain: f(&self.tcb_signing_chain),
+            pck_crl: f(&self.pck_crl),
+            root_ca_crl: f(&self.root_ca_crl),
+        }
+    }
+
+    /// From the files the PCS client returns.
+    pub fn from_files(c: &crate::tdx::CollateralFiles) -> Self {
+        let f = |b: &Option<Vec<u8>>| b.clone().map(ByteBuf::from);
+        TdxCollateral {
+            tcb_info: f(&c.tcb_info),
+            qe_identity: f(&c.qe_identity),
+            tcb_signing_chain: f(&c.tcb_signing_chain),
+            pck_crl: f(&c.pck_crl),
+            root_ca_crl: f(&c.root_ca_crl),
+        }
+    }
+}
+
+/// The TDX REPORT_DATA for user data and nonce: SHA-256(user_data ‖ nonce) ‖ 32 zero bytes.
+pub fn tdx_report_data(user_data: &[u8], nonce: &[u8]) -> [u8; 64] {
+    let mut out = [0u8; 64];
+    out[..32].copy_from_slice(&extra_data(user_data, nonce));
+    out
 }
 
 /// A document that cannot be decoded.

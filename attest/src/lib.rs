@@ -11,20 +11,26 @@ pub mod azure;
 pub mod certs;
 pub mod config;
 pub mod document;
+mod evidence_json;
+pub mod gcp;
+pub mod imds;
 pub mod measurements;
 pub mod policy;
+pub mod qemu_tdx;
 pub mod qemu_vtpm;
 pub mod snp;
 pub mod tdx;
 #[cfg(feature = "test-support")]
 pub mod testing;
 pub mod tpm;
+pub mod tsm;
 pub mod validator;
 pub mod variant;
 
-pub use document::{AttestationDocument, Evidence, TpmEvidence};
+pub use document::{AttestationDocument, Evidence, TdxEvidence, TpmEvidence};
 pub use measurements::{Measurement, Measurements, Mismatch, expected_pcr15};
 pub use validator::{
-    IssueError, Issuer, PlatformClaims, ValidationError, Validator, Validators, VerifiedClaims,
+    InstanceInfoSource, IssueError, Issuer, PlatformClaims, ValidationError, Validator, Validators,
+    VerifiedClaims,
 };
 pub use variant::Variant;

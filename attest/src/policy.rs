@@ -177,6 +177,49 @@ impl Default for TdxPolicy {
     }
 }
 
+/// Google Cloud settings (gcp-sev-es, gcp-sev-snp). Omitted from JSON when unset.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GcpPolicy {
+    /// Compute API base URL (e.g. `https://compute.googleapis.com`) for
+    /// `getShieldedInstanceIdentity`. Required by gcp-sev-es; optional extra AK check for
+    /// gcp-sev-snp.
+    pub compute_api_url: Option<String>,
+    /// Projects whose instances are accepted (empty: any).
+    pub allowed_projects: Vec<String>,
+}
+
+/// Azure settings (azure-trustedlaunch). Omitted from JSON when unset.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AzurePolicy {
+    /// PEM roots the vTPM AK certificate must chain to (Azure's "Azure Virtual TPM Root
+    /// Certificate Authority 2023" or whatever the operator pins). Required by
+    /// azure-trustedlaunch.
+    pub trusted_launch_roots_pem: Vec<String>,
+    /// Base URL replacing scheme and host of the AK certificate's caIssuers (AIA) URL when the
+    /// intermediate is not in the evidence (a mirror; tests point it at 127.0.0.1). Unset: the
+    /// intermediate must be in the evidence.
+    pub ca_issuers_base_url: Option<String>,
+}
+
+/// AWS settings (aws-nitro-tpm). Omitted from JSON when unset.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AwsPolicy {
+    /// EC2 API base URL (e.g. `https://ec2.eu-central-1.amazonaws.com`). Required by
+    /// aws-nitro-tpm.
+    pub ec2_api_url: Option<String>,
+    /// Region for SigV4 signing (e.g. `eu-central-1`).
+    pub region: Option<String>,
+    /// AMI IDs accepted (empty: any AMI with TPM 2.0 support).
+    pub allowed_amis: Vec<String>,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
 /// The whole policy file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -189,6 +232,15 @@ pub struct Policy {
     /// TDX rules.
     #[serde(default)]
     pub tdx: TdxPolicy,
+    /// Google Cloud settings.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub gcp: GcpPolicy,
+    /// Azure settings.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub azure: AzurePolicy,
+    /// AWS settings.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub aws: AwsPolicy,
 }
 
 impl Default for Policy {
@@ -197,6 +249,9 @@ impl Default for Policy {
             version: 1,
             snp: SnpPolicy::default(),
             tdx: TdxPolicy::default(),
+            gcp: GcpPolicy::default(),
+            azure: AzurePolicy::default(),
+            aws: AwsPolicy::default(),
         }
     }
 }

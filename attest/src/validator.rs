@@ -21,6 +21,25 @@ pub trait Issuer: Send + Sync {
     fn issue(&self, user_data: &[u8], nonce: &[u8]) -> Result<AttestationDocument, IssueError>;
 }
 
+/// Computes a vTPM document's `instance_info` for one issue (node side): a hardware report
+/// whose REPORT_DATA binds the document's extra data or the AK, plus what a validator needs to
+/// check it (certificates, instance names).
+pub trait InstanceInfoSource: Send + Sync + std::fmt::Debug {
+    /// `extra_data` = SHA-256(user_data ‖ nonce); `ak_public` = the AK's `TPM2B_PUBLIC`.
+    fn instance_info(&self, extra_data: &[u8; 32], ak_public: &[u8])
+    -> Result<Vec<u8>, IssueError>;
+}
+
+/// Fixed instance_info (read once at start: Azure HCL report and VCEK, GCE instance names).
+#[derive(Debug, Clone)]
+pub struct StaticInstanceInfo(pub Vec<u8>);
+
+impl InstanceInfoSource for StaticInstanceInfo {
+    fn instance_info(&self, _: &[u8; 32], _: &[u8]) -> Result<Vec<u8>, IssueError> {
+        Ok(self.0.clone())
+    }
+}
+
 /// Checks attestation documents of one variant against a policy (pure Rust).
 pub trait Validator: Send + Sync {
     /// The variant this validator accepts.
@@ -68,6 +87,13 @@ pub enum PlatformClaims {
     /// report) verified and binding the AK; `claims` is the verifier's JSON claims.
     HardwareVerified {
         /// The verified hardware claims (see docs/attestation-policy.md).
+        claims: serde_json::Value,
+    },
+    /// Cloud vTPM variants without a hardware report (gcp-sev-es, azure-trustedlaunch,
+    /// aws-nitro-tpm): the cloud vouches for the AK (API answer or AK certificate chain);
+    /// `claims` says how.
+    CloudVouchedAk {
+        /// What vouched for the AK (see docs/attestation-policy.md).
         claims: serde_json::Value,
     },
 }

@@ -100,8 +100,10 @@ impl Variant {
     }
 
     /// True when evidence of this variant is a TPM quote (possibly bound to hardware evidence).
+    /// Only qemu-tdx attests with a bare TDX quote; azure-tdx quotes its vTPM, whose AK the TD
+    /// quote vouches for.
     pub fn is_vtpm(self) -> bool {
-        !matches!(self, Variant::QemuTdx | Variant::AzureTdx)
+        !matches!(self, Variant::QemuTdx)
     }
 }
 

@@ -97,11 +97,24 @@ fn build(cfg: &Config) -> Result<AttestationConfig, Diagnostics> {
     };
     match (variant, measurements, policy) {
         (Some(variant), Some(measurements), Some(policy)) if !d.has_errors() => {
-            Ok(AttestationConfig {
+            let config = AttestationConfig {
                 variant,
                 measurements,
                 policy,
-            })
+            };
+            // Build the validators now, so a config that could never validate anything (a
+            // cloud variant without its settings) fails here rather than at cluster creation.
+            match config.validators() {
+                Ok(_) => Ok(config),
+                Err(e) => {
+                    d.error_at(
+                        AttributePath::new("policy_json"),
+                        "Incomplete attestation policy",
+                        format!("{e}. See docs/attestation-policy.md for what `{variant}` needs."),
+                    );
+                    Err(d)
+                }
+            }
         }
         _ => Err(d),
     }
@@ -217,7 +230,17 @@ mod tests {
 
     #[test]
     fn known_but_unsupported_variant_says_so() {
-        let d = build(&cfg("azure-tdx", &"ab".repeat(32))).unwrap_err();
-        assert!(d.iter().any(|d| d.summary.contains("not supported yet")));
+        let supported = constellation_attest::config::supported_variants();
+        for v in constellation_attest::Variant::ALL {
+            let r = build(&cfg(&v.to_string(), &"ab".repeat(32)));
+            if supported.contains(&v) {
+                continue;
+            }
+            let d = r.unwrap_err();
+            assert!(
+                d.iter().any(|d| d.summary.contains("not supported yet")),
+                "{v}"
+            );
+        }
     }
 }

@@ -1,22 +1,30 @@
 //! The Constellation Terraform provider: data sources that resolve a node image and build the
 //! attestation config from it, and functions for attestation policies.
 //!
-//! One file per data source / function, each with its tests. The cluster resource and the
-//! cluster verification data source come with the local QEMU backend (see the issue tracker).
+//! One file per resource / data source / function, each with its tests. Machines come from a
+//! [`cloud::Cloud`] backend (the local QEMU backend so far); the node API clients are in
+//! `node_client`.
 
+pub mod cloud;
+mod cluster_config;
 mod data_source_attestation;
+mod data_source_cluster_verification;
 mod data_source_image;
 mod function_expected_pcr15;
 mod measurements_attr;
+mod node_client;
+mod resource_cluster;
 
 use std::sync::Arc;
 
-use tfplugin::provider::{ConfigureResponse, Context, DataSource, Function, Provider};
+use tfplugin::provider::{ConfigureResponse, Context, DataSource, Function, Provider, Resource};
 use tfplugin::{Block, Schema, Value};
 
 pub use data_source_attestation::AttestationDataSource;
+pub use data_source_cluster_verification::ClusterVerificationDataSource;
 pub use data_source_image::ImageDataSource;
 pub use function_expected_pcr15::ExpectedPcr15;
+pub use resource_cluster::{ClusterRecord, ClusterResource};
 
 /// A typed-binding error as a diagnostic at its attribute path.
 pub(crate) fn binding_diag(e: tfplugin::binding::Error) -> tfplugin::Diagnostics {
@@ -46,8 +54,16 @@ impl Provider for ConstellationProvider {
         ConfigureResponse::default()
     }
 
+    fn resources(&self) -> Vec<Arc<dyn Resource>> {
+        vec![Arc::new(ClusterResource)]
+    }
+
     fn data_sources(&self) -> Vec<Arc<dyn DataSource>> {
-        vec![Arc::new(ImageDataSource), Arc::new(AttestationDataSource)]
+        vec![
+            Arc::new(ImageDataSource),
+            Arc::new(AttestationDataSource),
+            Arc::new(ClusterVerificationDataSource),
+        ]
     }
 
     fn functions(&self) -> Vec<Arc<dyn Function>> {

@@ -37,6 +37,23 @@ fn validate_peer(
     Ok(validators.validate_bytes(&ex.document, nonce, &ex.spki_sha256)?)
 }
 
+/// Validates the peer's certificate and records the outcome (claims or the typed error) for
+/// the caller of the handshake; shared by the server- and client-certificate verifiers.
+fn validate_and_record(
+    outcome: &Mutex<Outcome>,
+    validators: &Validators,
+    der: &[u8],
+    nonce: &[u8; NONCE_LEN],
+) -> Result<(), rustls::Error> {
+    match validate_peer(validators, der, nonce) {
+        Ok(c) => {
+            outcome.lock().unwrap_or_else(|p| p.into_inner()).claims = Some(c);
+            Ok(())
+        }
+        Err(e) => Err(reject(outcome, e)),
+    }
+}
+
 fn tls13_sig(
     provider: &CryptoProvider,
     message: &[u8],
@@ -76,16 +93,10 @@ impl ServerCertVerifier for AtlsServerVerifier {
     ) -> Result<ServerCertVerified, rustls::Error> {
         match &self.verification {
             ServerVerification::Unauthenticated => Ok(ServerCertVerified::assertion()),
-            ServerVerification::Attested(v) => match validate_peer(v, end_entity, &self.nonce) {
-                Ok(c) => {
-                    self.outcome
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .claims = Some(c);
-                    Ok(ServerCertVerified::assertion())
-                }
-                Err(e) => Err(reject(&self.outcome, e)),
-            },
+            ServerVerification::Attested(v) => {
+                validate_and_record(&self.outcome, v, end_entity, &self.nonce)?;
+                Ok(ServerCertVerified::assertion())
+            }
         }
     }
 
@@ -146,16 +157,8 @@ impl ClientCertVerifier for AtlsClientVerifier {
         _intermediates: &[CertificateDer<'_>],
         _now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        match validate_peer(&self.validators, end_entity, &self.nonce) {
-            Ok(c) => {
-                self.outcome
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .claims = Some(c);
-                Ok(ClientCertVerified::assertion())
-            }
-            Err(e) => Err(reject(&self.outcome, e)),
-        }
+        validate_and_record(&self.outcome, &self.validators, end_entity, &self.nonce)?;
+        Ok(ClientCertVerified::assertion())
     }
 
     fn verify_tls12_signature(

@@ -3,16 +3,17 @@
 //!
 //! `TpmEvidence::instance_info` carries [`AwsSnpInstanceInfo`] as JSON; the TPM validator hashes
 //! it into the quote's qualifying data, so the report is bound to the nonce too.
-//! aws-nitro-tpm (EC2 image TPM support via the EC2 API) is not implemented yet.
+//! aws-nitro-tpm (EC2 image TPM support via the EC2 API) is in [`nitro`].
+
+pub mod nitro;
 
 use std::sync::Arc;
 
-use base64::Engine;
 use rsa::pkcs8::EncodePublicKey;
 use serde::{Deserialize, Serialize};
 
-use crate::certs::Cert;
 use crate::document::TpmEvidence;
+use crate::evidence_json::{b64, leaf_and_chain};
 use crate::measurements::Measurements;
 use crate::policy::SnpPolicy;
 use crate::snp::{self, AmdRoots, ReportDataBinding, SnpError};
@@ -111,17 +112,10 @@ impl AkTrust for AwsSnpAkTrust {
     ) -> Result<PlatformClaims, ValidationError> {
         let info: AwsSnpInstanceInfo = serde_json::from_slice(&evidence.instance_info)
             .map_err(|e| platform(AwsAkError::InstanceInfo(e.to_string())))?;
-        let report = base64::engine::general_purpose::STANDARD
-            .decode(info.report.trim())
-            .map_err(|e| platform(AwsAkError::InstanceInfo(format!("report: {e}"))))?;
-        let leaf = Cert::from_pem_or_der(info.signer_pem.as_bytes())
-            .map_err(|e| platform(AwsAkError::InstanceInfo(format!("signer_pem: {e}"))))?;
-        let chain = if info.chain_pem.trim().is_empty() {
-            Vec::new()
-        } else {
-            Cert::from_pem_bundle(info.chain_pem.as_bytes())
-                .map_err(|e| platform(AwsAkError::InstanceInfo(format!("chain_pem: {e}"))))?
-        };
+        let report =
+            b64("report", &info.report).map_err(|e| platform(AwsAkError::InstanceInfo(e)))?;
+        let (leaf, chain) = leaf_and_chain("signer_pem", &info.signer_pem, &info.chain_pem)
+            .map_err(|e| platform(AwsAkError::InstanceInfo(e)))?;
         let spki = ak_spki_der(ak).map_err(platform)?;
         let now = Some(time::OffsetDateTime::now_utc());
         let v = snp::verify_all(
@@ -151,4 +145,37 @@ pub fn validator(
         measurements,
         Arc::new(AwsSnpAkTrust { roots, policy }),
     ))
+}
+
+/// Node side of aws-sev-snp: an SNP report whose REPORT_DATA is SHA-512 of the AK's
+/// SubjectPublicKeyInfo, with the VLEK chain from the certificate table.
+#[derive(Debug)]
+pub struct AwsSnpInstanceInfoSource {
+    /// Where reports come from.
+    pub snp: crate::snp::issuer::SnpReportSource,
+}
+
+impl crate::validator::InstanceInfoSource for AwsSnpInstanceInfoSource {
+    fn instance_info(
+        &self,
+        _extra_data: &[u8; 32],
+        ak_public: &[u8],
+    ) -> Result<Vec<u8>, crate::validator::IssueError> {
+        use sha2::Digest;
+        let err = |m: String| crate::validator::IssueError::Platform {
+            variant: Variant::AwsSevSnp,
+            source: m.into(),
+        };
+        let ak = TpmPublic::parse_tpm2b(ak_public).map_err(|e| err(format!("AK: {e}")))?;
+        let spki = ak_spki_der(&ak).map_err(|e| err(e.to_string()))?;
+        let mut rd = [0u8; 64];
+        rd.copy_from_slice(&sha2::Sha512::digest(&spki));
+        let m = self.snp.get(&rd)?;
+        let info = AwsSnpInstanceInfo {
+            report: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &m.report),
+            signer_pem: m.signer_pem,
+            chain_pem: m.chain_pem,
+        };
+        Ok(serde_json::to_vec(&info).unwrap_or_default())
+    }
 }

@@ -2,6 +2,7 @@
 //! vouch for the vTPM attestation key (`HCLAkPub`).
 
 pub mod hcl;
+pub mod trustedlaunch;
 pub mod variant;
 
 use serde::Serialize;

@@ -52,6 +52,20 @@ pub enum FetchError {
         /// What was wrong.
         reason: &'static str,
     },
+    /// The body is not the JSON the endpoint documents.
+    #[error("{url}: response is not the expected JSON: {reason}")]
+    Json {
+        /// URL.
+        url: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The client cannot send request headers.
+    #[error("{url}: this HTTP client cannot send the request headers the endpoint needs")]
+    HeadersUnsupported {
+        /// URL.
+        url: String,
+    },
     /// A header the protocol needs is missing.
     #[error("{url}: response lacks header {header}")]
     MissingHeader {
@@ -85,6 +99,21 @@ impl Response {
 pub trait HttpGet: Send + Sync {
     /// GETs `url`; non-200 is an error.
     fn get(&self, url: &str) -> Result<Response, FetchError>;
+
+    /// GETs `url` with extra request headers (cloud APIs and metadata services need them:
+    /// `Authorization`, `Metadata: true`, `Metadata-Flavor: Google`). Clients that cannot send
+    /// headers refuse rather than silently dropping them.
+    fn get_with_headers(
+        &self,
+        url: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Response, FetchError> {
+        if headers.is_empty() {
+            self.get(url)
+        } else {
+            Err(FetchError::HeadersUnsupported { url: url.into() })
+        }
+    }
 }
 
 /// Plain HTTP/1.1 over TCP (`http://` only), with a timeout.
@@ -104,6 +133,28 @@ impl Default for PlainHttp {
 
 impl HttpGet for PlainHttp {
     fn get(&self, url: &str) -> Result<Response, FetchError> {
+        self.request("GET", url, &[], &[])
+    }
+
+    fn get_with_headers(
+        &self,
+        url: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Response, FetchError> {
+        self.request("GET", url, headers, &[])
+    }
+}
+
+impl PlainHttp {
+    /// One HTTP/1.1 request (`method` e.g. GET or PUT) with extra headers and a body; non-200
+    /// is an error. Header values may be secrets (tokens): they are never logged.
+    pub fn request(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<Response, FetchError> {
         let rest = url
             .strip_prefix("http://")
             .ok_or_else(|| FetchError::Scheme { url: url.into() })?;
@@ -132,11 +183,24 @@ impl HttpGet for PlainHttp {
         })?;
         let mut s = TcpStream::connect_timeout(first, self.timeout).map_err(io)?;
         s.set_read_timeout(Some(self.timeout)).map_err(io)?;
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nAccept: */*\r\n\r\n"
-        )
-        .map_err(io)?;
+        let mut req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nAccept: */*\r\n"
+        );
+        for (n, v) in headers {
+            if n.contains(['\r', '\n', ':']) || v.contains(['\r', '\n']) {
+                return Err(FetchError::Malformed {
+                    url: url.into(),
+                    reason: "request header contains a line break",
+                });
+            }
+            req.push_str(&format!("{n}: {v}\r\n"));
+        }
+        if !body.is_empty() || method != "GET" {
+            req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        req.push_str("\r\n");
+        s.write_all(req.as_bytes()).map_err(io)?;
+        s.write_all(body).map_err(io)?;
         let mut buf = Vec::new();
         s.take((MAX_BODY + 65536) as u64)
             .read_to_end(&mut buf)
@@ -198,12 +262,38 @@ fn parse_response(url: &str, buf: &[u8]) -> Result<Response, FetchError> {
 #[derive(Debug, Clone)]
 pub struct DiskCache {
     dir: PathBuf,
+    max_age: Option<Duration>,
 }
 
 impl DiskCache {
-    /// A cache in `dir` (created on first write).
+    /// A cache in `dir` (created on first write) whose entries never expire (right for
+    /// certificates, which are immutable).
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        DiskCache { dir: dir.into() }
+        DiskCache {
+            dir: dir.into(),
+            max_age: None,
+        }
+    }
+
+    /// A cache whose entries are refetched once older than `max_age` — for PCS collateral,
+    /// which expires at its nextUpdate (about a month) and must be fresh when a node attaches
+    /// it to evidence.
+    pub fn with_max_age(dir: impl Into<PathBuf>, max_age: Duration) -> Self {
+        DiskCache {
+            dir: dir.into(),
+            max_age: Some(max_age),
+        }
+    }
+
+    fn fresh(&self, p: &std::path::Path) -> bool {
+        let Some(max) = self.max_age else {
+            return true;
+        };
+        std::fs::metadata(p)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age <= max)
     }
 
     fn path(&self, url: &str) -> PathBuf {
@@ -213,7 +303,8 @@ impl DiskCache {
     /// GET through the cache (body and headers stored as JSON).
     pub fn get(&self, http: &dyn HttpGet, url: &str) -> Result<Response, FetchError> {
         let p = self.path(url);
-        if let Ok(b) = std::fs::read(&p)
+        if self.fresh(&p)
+            && let Ok(b) = std::fs::read(&p)
             && let Ok((body, headers)) =
                 serde_json::from_slice::<(String, Vec<(String, String)>)>(&b)
             && let Ok(body) = hex::decode(body)
@@ -336,5 +427,64 @@ impl Pcs {
             pck_crl: crl,
             root_ca_crl: None,
         })
+    }
+}
+
+/// Azure Trusted Hardware Identity Management (THIM): the VCEK bundle the Azure host caches for
+/// its CVMs, served by the instance metadata service.
+pub struct Thim {
+    /// Base URL (default `http://169.254.169.254`, the link-local IMDS address).
+    pub base: String,
+    /// HTTP client.
+    pub http: Box<dyn HttpGet>,
+}
+
+/// Default THIM/IMDS base URL.
+pub const THIM_DEFAULT_BASE: &str = "http://169.254.169.254";
+
+/// A THIM VCEK bundle (`GET /metadata/THIM/amd/certification`, header `Metadata: true`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ThimBundle {
+    /// The VCEK of this chip at the current TCB (PEM).
+    pub vcek_cert: String,
+    /// The TCB the VCEK was issued for, as a 16-digit hex TCB_VERSION.
+    pub tcbm: String,
+    /// ASK then ARK (PEM).
+    pub certificate_chain: String,
+    /// Seconds the host caches the bundle.
+    #[serde(default)]
+    pub cache_control: Option<String>,
+}
+
+impl ThimBundle {
+    /// Parses a THIM response body (untrusted; the certificates are verified by the SNP
+    /// verifier against the pinned ARK, so THIM is only a transport).
+    pub fn parse(body: &[u8]) -> Result<Self, String> {
+        let b: ThimBundle = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+        if !b.vcek_cert.contains("BEGIN CERTIFICATE") {
+            return Err("vcekCert is not PEM".into());
+        }
+        if b.tcbm.len() != 16 || !b.tcbm.bytes().all(|c| c.is_ascii_hexdigit()) {
+            return Err(format!("tcbm {:?} is not 16 hex digits", b.tcbm));
+        }
+        Ok(b)
+    }
+
+    /// The TCB_VERSION the VCEK was issued for.
+    pub fn tcb_raw(&self) -> Option<u64> {
+        u64::from_str_radix(&self.tcbm, 16).ok()
+    }
+}
+
+impl Thim {
+    /// Fetches the VCEK bundle of the host this VM runs on.
+    pub fn vcek_bundle(&self) -> Result<ThimBundle, FetchError> {
+        let url = format!(
+            "{}/metadata/THIM/amd/certification",
+            self.base.trim_end_matches('/')
+        );
+        let r = self.http.get_with_headers(&url, &[("Metadata", "true")])?;
+        ThimBundle::parse(&r.body).map_err(|reason| FetchError::Json { url, reason })
     }
 }

@@ -208,6 +208,21 @@ impl Cert {
         self.der.get(self.tbs.clone()).unwrap_or_default()
     }
 
+    /// The signature algorithm OID (dotted).
+    pub fn sig_alg(&self) -> &str {
+        &self.sig_alg
+    }
+
+    /// Verifies this certificate's signature by `issuer`, for the algorithms the supported CAs
+    /// use: RSASSA-PKCS1-v1_5/SHA-256, ECDSA P-256/SHA-256, RSASSA-PSS/SHA-384.
+    pub fn verify_by(&self, issuer: &Cert) -> Result<(), CertError> {
+        match self.sig_alg.as_str() {
+            OID_RSA_SHA256 => self.verify_rsa_pkcs1_sha256_by(issuer),
+            OID_ECDSA_SHA256 => self.verify_ecdsa_p256_by(issuer),
+            _ => self.verify_rsa_pss_sha384_by(issuer),
+        }
+    }
+
     /// Verifies this certificate's RSASSA-PSS/SHA-384 signature with `issuer`'s RSA key (AMD CAs).
     pub fn verify_rsa_pss_sha384_by(&self, issuer: &Cert) -> Result<(), CertError> {
         verify_rsa_pss_sha384(

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Mutex, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 
 use serde_bytes::ByteBuf;
@@ -32,8 +32,17 @@ use tss_esapi::traits::Marshall;
 use crate::document::{
     AttestationDocument, Evidence, TpmEvidence, extra_data, tpm_qualifying_data,
 };
-use crate::validator::{IssueError, Issuer};
+use crate::validator::{InstanceInfoSource, IssueError, Issuer};
 use crate::variant::Variant;
+
+/// NV index of the Azure CVM HCL report (SNP report or TDREPORT plus runtime claims).
+pub const AZURE_HCL_REPORT_NV_INDEX: u32 = 0x0140_0001;
+/// NV index of the Azure trusted-launch vTPM AK certificate.
+pub const AZURE_AK_CERT_NV_INDEX: u32 = 0x01C1_01D0;
+/// NV index of the GCE vTPM RSA AK certificate.
+pub const GCE_AK_CERT_RSA_NV_INDEX: u32 = 0x01C1_0000;
+/// NV index of the GCE vTPM ECC AK certificate.
+pub const GCE_AK_CERT_ECC_NV_INDEX: u32 = 0x01C1_0002;
 
 /// Where Linux exposes the firmware's TCG event log.
 pub const DEFAULT_EVENT_LOG_PATH: &str = "/sys/kernel/security/tpm0/binary_bios_measurements";
@@ -52,7 +61,7 @@ pub enum AkAlgorithm {
 }
 
 /// How to reach the TPM and what to quote.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TpmIssuerConfig {
     /// TCTI string: `device:/dev/tpmrm0` on a node, `swtpm:host=127.0.0.1,port=P` for swtpm.
     pub tcti: String,
@@ -66,6 +75,23 @@ pub struct TpmIssuerConfig {
     pub event_log: Option<PathBuf>,
     /// Variant-specific bytes hashed into the qualifying data (empty for qemu-vtpm).
     pub instance_info: Vec<u8>,
+    /// Computes instance_info per document instead (hardware reports binding the nonce or the
+    /// AK: gcp-sev-snp, aws-sev-snp). Overrides `instance_info` when set.
+    pub instance_info_source: Option<Arc<dyn InstanceInfoSource>>,
+}
+
+impl std::fmt::Debug for TpmIssuerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TpmIssuerConfig")
+            .field("tcti", &self.tcti)
+            .field("variant", &self.variant)
+            .field("ak", &self.ak)
+            .field("pcrs", &self.pcrs)
+            .field("event_log", &self.event_log)
+            .field("instance_info_len", &self.instance_info.len())
+            .field("instance_info_source", &self.instance_info_source)
+            .finish()
+    }
 }
 
 impl TpmIssuerConfig {
@@ -78,6 +104,7 @@ impl TpmIssuerConfig {
             pcrs: (0..24).collect(),
             event_log: None,
             instance_info: Vec::new(),
+            instance_info_source: None,
         }
     }
 }
@@ -102,6 +129,10 @@ enum Cmd {
     Read {
         reply: Reply<BTreeMap<u32, [u8; 32]>>,
     },
+    NvRead {
+        index: u32,
+        reply: Reply<Vec<u8>>,
+    },
 }
 
 struct Quoted {
@@ -116,6 +147,7 @@ pub struct TpmIssuer {
     tx: Mutex<Option<mpsc::Sender<Cmd>>>,
     worker: Option<thread::JoinHandle<()>>,
     config: TpmIssuerConfig,
+    ak_public: Vec<u8>,
 }
 
 impl Drop for TpmIssuer {
@@ -148,7 +180,7 @@ impl TpmIssuer {
     /// Connects to the TPM and creates (or re-derives: it is a primary key) the AK.
     pub fn open(config: TpmIssuerConfig) -> Result<Self, IssueError> {
         let (tx, rx) = mpsc::channel::<Cmd>();
-        let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<(), IssueError>>(1);
+        let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<Vec<u8>, IssueError>>(1);
         let worker_cfg = config.clone();
         let worker = thread::Builder::new()
             .name("tpm-issuer".into())
@@ -157,11 +189,12 @@ impl TpmIssuer {
                 what: "spawning the TPM worker thread".into(),
                 source,
             })?;
-        ready_rx.recv().map_err(|_| IssueError::Closed)??;
+        let ak_public = ready_rx.recv().map_err(|_| IssueError::Closed)??;
         Ok(Self {
             tx: Mutex::new(Some(tx)),
             worker: Some(worker),
             config,
+            ak_public,
         })
     }
 
@@ -198,6 +231,23 @@ impl TpmIssuer {
     pub fn read_pcrs(&self) -> Result<BTreeMap<u32, [u8; 32]>, IssueError> {
         self.call(|reply| Cmd::Read { reply })
     }
+
+    /// Sets (or replaces) the per-document instance_info source, e.g. after reading the Azure
+    /// HCL report with [`TpmIssuer::nv_read`] (which needs the open issuer).
+    pub fn set_instance_info_source(&mut self, source: Arc<dyn InstanceInfoSource>) {
+        self.config.instance_info_source = Some(source);
+    }
+
+    /// The AK as a marshalled `TPM2B_PUBLIC`.
+    pub fn ak_public(&self) -> &[u8] {
+        &self.ak_public
+    }
+
+    /// Reads a whole NV index with owner authorisation (empty password), e.g. the Azure HCL
+    /// report at [`AZURE_HCL_REPORT_NV_INDEX`] or the GCE AK certificates.
+    pub fn nv_read(&self, index: u32) -> Result<Vec<u8>, IssueError> {
+        self.call(|reply| Cmd::NvRead { index, reply })
+    }
 }
 
 impl Issuer for TpmIssuer {
@@ -218,7 +268,11 @@ impl Issuer for TpmIssuer {
             None => None,
         };
         let extra = extra_data(user_data, nonce);
-        let qualifying = tpm_qualifying_data(&self.config.instance_info, &extra);
+        let instance_info = match &self.config.instance_info_source {
+            Some(src) => src.instance_info(&extra, &self.ak_public)?,
+            None => self.config.instance_info.clone(),
+        };
+        let qualifying = tpm_qualifying_data(&instance_info, &extra);
         let q = self.call(|reply| Cmd::Quote { qualifying, reply })?;
         Ok(AttestationDocument::new(
             self.config.variant,
@@ -233,7 +287,7 @@ impl Issuer for TpmIssuer {
                     .map(|(k, v)| (k, ByteBuf::from(v.to_vec())))
                     .collect(),
                 event_log,
-                instance_info: self.config.instance_info.clone(),
+                instance_info,
             }),
         ))
     }
@@ -249,11 +303,11 @@ struct Worker {
 fn worker(
     cfg: TpmIssuerConfig,
     rx: mpsc::Receiver<Cmd>,
-    ready: mpsc::SyncSender<Result<(), IssueError>>,
+    ready: mpsc::SyncSender<Result<Vec<u8>, IssueError>>,
 ) {
     let mut w = match Worker::start(&cfg) {
         Ok(w) => {
-            let _ = ready.send(Ok(()));
+            let _ = ready.send(Ok(w.ak_public.clone()));
             w
         }
         Err(e) => {
@@ -274,6 +328,9 @@ fn worker(
             }
             Cmd::Read { reply } => {
                 let _ = reply.send(w.read());
+            }
+            Cmd::NvRead { index, reply } => {
+                let _ = reply.send(w.nv_read(index));
             }
         }
     }
@@ -432,6 +489,20 @@ impl Worker {
             signature,
             pcrs,
         })
+    }
+
+    fn nv_read(&mut self, index: u32) -> Result<Vec<u8>, IssueError> {
+        let handle =
+            tss_esapi::handles::NvIndexTpmHandle::new(index).map_err(tpm_err("NV index handle"))?;
+        self.ctx
+            .execute_with_session(Some(AuthSession::Password), |c| {
+                tss_esapi::abstraction::nv::read_full(
+                    c,
+                    tss_esapi::interface_types::resource_handles::NvAuth::Owner,
+                    handle,
+                )
+            })
+            .map_err(tpm_err("NV_Read"))
     }
 
     fn read(&mut self) -> Result<BTreeMap<u32, [u8; 32]>, IssueError> {

@@ -1,8 +1,10 @@
 //! Shared helpers for helper D's integration tests.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod http;
 pub mod synth;
 pub mod synth_tdx;
+pub mod synth_tpm;
 
 use std::path::PathBuf;
 

@@ -25,6 +25,8 @@ pub const Y2040: u64 = 2_208_988_800;
 pub enum Signer<'a> {
     RsaPss(&'a rsa::RsaPrivateKey),
     P256(&'a p256::ecdsa::SigningKey),
+    /// sha256WithRSAEncryption (Azure's vTPM CAs).
+    RsaPkcs1(&'a rsa::RsaPrivateKey),
 }
 
 fn time(secs: u64) -> Time {
@@ -54,6 +56,10 @@ pub fn make_cert(
         Signer::P256(_) => AlgorithmIdentifierOwned {
             oid: ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2"),
             parameters: None,
+        },
+        Signer::RsaPkcs1(_) => AlgorithmIdentifierOwned {
+            oid: ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.11"),
+            parameters: Some(x509_cert::der::Any::null()),
         },
     };
     let extensions: Vec<Extension> = exts
@@ -93,6 +99,11 @@ pub fn make_cert(
         Signer::P256(k) => {
             let s: p256::ecdsa::Signature = k.sign(&tbs_der);
             s.to_der().as_bytes().to_vec()
+        }
+        Signer::RsaPkcs1(k) => {
+            use rsa::signature::SignatureEncoding;
+            let sk = rsa::pkcs1v15::SigningKey::<sha2::Sha256>::new(k.clone());
+            rsa::signature::Signer::sign(&sk, &tbs_der).to_vec()
         }
     };
     Certificate {

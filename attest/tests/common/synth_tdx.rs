@@ -66,7 +66,7 @@ fn spki(k: &SigningKey) -> Vec<u8> {
         .to_vec()
 }
 
-fn pem(der: &[u8]) -> String {
+pub fn pem(der: &[u8]) -> String {
     use base64::Engine;
     let b = base64::engine::general_purpose::STANDARD.encode(der);
     let lines: Vec<&str> = b
@@ -236,6 +236,8 @@ pub struct QuoteSpec {
     pub qe_mrsigner: [u8; 32],
     /// Auth data that the QE report claims to bind (defaults to the real one).
     pub bound_auth_data: Option<Vec<u8>>,
+    /// RTMR0..3.
+    pub rtmr: [[u8; 48]; 4],
 }
 
 impl Default for QuoteSpec {
@@ -251,6 +253,7 @@ impl Default for QuoteSpec {
             qe_isvsvn: 4,
             qe_mrsigner: QE_MRSIGNER,
             bound_auth_data: None,
+            rtmr: [[0x66; 48]; 4],
         }
     }
 }
@@ -272,7 +275,9 @@ pub fn quote(spec: &QuoteSpec, pki: &IntelPki, qe_signer: &SigningKey) -> Vec<u8
     body.extend(spec.xfam);
     body.extend(spec.mrtd);
     body.extend([0u8; 48 * 3]);
-    body.extend([0x66u8; 48 * 4]);
+    for r in &spec.rtmr {
+        body.extend(r);
+    }
     body.extend(spec.report_data);
     assert_eq!(body.len(), 584);
     q.extend(&body);

@@ -1,0 +1,533 @@
+//! `constellation_cluster` and `constellation_cluster_verification` end to end: the real
+//! terraform CLI, the real provider, QEMU VMs with OVMF and swtpm booting the real node image.
+//!
+//! The image comes from `make image` (`scripts/test.sh` builds it and sets
+//! `CONSTELLATION_TEST_IMAGE_DIR`; `CONSTELLATION_TEST_TAMPERED_IMAGE_DIR` is the same image with
+//! one file added to the initramfs). Without the variable the VM tests are skipped with a
+//! notice; the configuration checks run everywhere.
+//!
+//! VM tests run one at a time (a 2-core machine emulates every VM with TCG) and a guard kills
+//! any QEMU/swtpm left behind by a failing test.
+
+#![allow(clippy::unwrap_used)] // Test set-up: a failed step should stop the test loudly.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use acceptance::{Install, ProviderBinary, TfOutput, Workspace, require_terraform};
+use serde_json::Value;
+
+const SOURCE: &str = "registry.terraform.io/constellation-rs/constellation";
+/// Serialises the VM tests of this binary.
+static VMS: Mutex<()> = Mutex::new(());
+
+fn provider() -> ProviderBinary {
+    ProviderBinary::cargo_bin(
+        "terraform-provider-constellation",
+        "terraform-provider-constellation",
+        SOURCE,
+    )
+    .expect("building terraform-provider-constellation")
+}
+
+fn image_dir(var: &str) -> Option<PathBuf> {
+    match std::env::var_os(var) {
+        Some(d) => {
+            let d = PathBuf::from(d);
+            assert!(
+                d.join("disk.raw").is_file(),
+                "{var}={} holds no disk.raw",
+                d.display()
+            );
+            Some(d)
+        }
+        None => {
+            eprintln!("SKIPPED: {var} is not set (scripts/test.sh builds the image and sets it)");
+            None
+        }
+    }
+}
+
+/// Copies an image directory (so a test can swap its disk without touching the original).
+fn copy_image(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for f in ["disk.raw", "manifest.json", "measurements.json"] {
+        std::fs::copy(from.join(f), to.join(f)).unwrap();
+    }
+}
+
+/// Processes (pid, command line) whose command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<(i32, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.contains(needle) && !cmd.contains("cargo") && pid != std::process::id() as i32 {
+            out.push((pid, cmd));
+        }
+    }
+    out
+}
+
+/// Kills every VM process of the workspace when dropped (a failed test must not leak VMs).
+struct Reaper(String);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for (pid, _) in processes_mentioning(&self.0) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+struct Cluster {
+    workers: u32,
+    control_planes: u32,
+    secret: Option<String>,
+    extra: String,
+}
+
+impl Cluster {
+    fn hcl(&self, image: &Path) -> String {
+        let secret = self.secret.as_ref().map_or(String::new(), |s| {
+            format!("master_secret_wo = \"{s}\"\n  master_secret_wo_version = 1\n")
+        });
+        format!(
+            r#"
+terraform {{
+  required_providers {{
+    constellation = {{ source = "{SOURCE}" }}
+  }}
+}}
+
+data "constellation_image" "local" {{
+  path = "{image}"
+}}
+
+data "constellation_attestation" "local" {{
+  variant      = "qemu-vtpm"
+  measurements = data.constellation_image.local.measurements
+}}
+
+resource "constellation_cluster" "local" {{
+  name                = "acc"
+  image_reference     = data.constellation_image.local.reference
+  attestation_config  = data.constellation_attestation.local.config_json
+  control_plane_count = {cps}
+  worker_count        = {workers}
+  {secret}
+  cloud {{
+    qemu {{
+      vcpus          = 1
+      memory_mib     = 1024
+      state_disk_mib = 256
+    }}
+  }}
+  timeouts {{
+    create = "25m"
+    update = "25m"
+  }}
+}}
+
+data "constellation_cluster_verification" "cp" {{
+  endpoint           = constellation_cluster.local.verification_endpoint
+  attestation_config = data.constellation_attestation.local.config_json
+  cluster_id         = constellation_cluster.local.cluster_id
+}}
+
+output "cluster_id" {{
+  value = constellation_cluster.local.cluster_id
+}}
+
+output "nodes" {{
+  value = constellation_cluster.local.nodes
+}}
+
+output "verified" {{
+  value = data.constellation_cluster_verification.cp.verified
+}}
+
+output "verified_pcr15" {{
+  value = data.constellation_cluster_verification.cp.measurements["15"]
+}}
+{extra}
+"#,
+            image = image.display(),
+            cps = self.control_planes,
+            workers = self.workers,
+            extra = self.extra,
+        )
+    }
+}
+
+fn vm_workspace(tf: &acceptance::Terraform) -> (Workspace, Reaper) {
+    let p = provider();
+    let mut ws = Workspace::new(tf, &[&p], Install::Mirror).unwrap();
+    ws.set_timeout(Duration::from_secs(1800));
+    let reaper = Reaper(ws.root().display().to_string());
+    (ws, reaper)
+}
+
+fn nodes(ws: &Workspace) -> Vec<Value> {
+    ws.outputs().unwrap()["nodes"]["value"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn names(nodes: &[Value]) -> Vec<String> {
+    nodes
+        .iter()
+        .map(|n| n["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn assert_all_joined(nodes: &[Value], version: &str) {
+    for n in nodes {
+        assert_eq!(n["joined"], true, "{n}");
+        assert_eq!(n["image_version"], version, "{n}");
+    }
+}
+
+fn must(out: TfOutput) -> TfOutput {
+    out.assert_success();
+    out
+}
+
+#[test]
+fn invalid_configuration_is_refused_at_the_attribute_without_vms() {
+    let tf = require_terraform!();
+    let p = provider();
+    let ws = Workspace::new(&tf, &[&p], Install::Mirror).unwrap();
+    // A syntactically complete image directory (nothing boots here).
+    let image = ws.root().join("image");
+    std::fs::create_dir_all(&image).unwrap();
+    std::fs::write(image.join("disk.raw"), b"disk").unwrap();
+    std::fs::write(
+        image.join("manifest.json"),
+        r#"{"version":"0.1.0","diskSha256":"00","kubernetes":null}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        image.join("measurements.json"),
+        format!(
+            r#"{{"4":{{"expected":"{}","warnOnly":false}}}}"#,
+            "ab".repeat(32)
+        ),
+    )
+    .unwrap();
+    let base = Cluster {
+        workers: 1,
+        control_planes: 1,
+        secret: None,
+        extra: String::new(),
+    }
+    .hcl(&image);
+    ws.write("main.tf", &base).unwrap();
+    must(ws.init().unwrap());
+
+    let cases: Vec<(String, &str, &str)> = vec![
+        (
+            base.replace(
+                "cloud {\n",
+                "network = { node_cidr = \"10.42.0.1/24\" }\n  cloud {\n",
+            ),
+            "Invalid CIDR",
+            "network",
+        ),
+        (
+            base.replace("control_plane_count = 1", "control_plane_count = 0"),
+            "Invalid control plane count",
+            "control_plane_count",
+        ),
+        (
+            base.replace("worker_count        = 1", "worker_count        = -1"),
+            "Invalid worker count",
+            "worker_count",
+        ),
+        (
+            base.replace(
+                "variant      = \"qemu-vtpm\"",
+                "variant      = \"qemu-sev\"",
+            ),
+            "Unknown attestation variant",
+            "variant",
+        ),
+        (
+            base.replace(&image.display().to_string(), "/nonexistent/image"),
+            "Image not found",
+            "path",
+        ),
+        (
+            base.replace(
+                "data.constellation_image.local.reference",
+                "\"/nonexistent/disk.raw\"",
+            ),
+            "Image missing",
+            "image_reference",
+        ),
+        (
+            base.replace("qemu {\n", "qemu {\n      accel = \"hvf\"\n"),
+            "Invalid accelerator",
+            "accel",
+        ),
+        (
+            base.replace("create = \"25m\"", "create = \"soon\""),
+            "Invalid timeout",
+            "create",
+        ),
+    ];
+    for (hcl, summary, attr) in cases {
+        ws.write("main.tf", &hcl).unwrap();
+        let out = ws.plan().unwrap();
+        out.assert_failure();
+        let errors = out.errors();
+        let hit = errors
+            .iter()
+            .find(|e| e["summary"].as_str().is_some_and(|s| s.contains(summary)));
+        let hit = hit.unwrap_or_else(|| panic!("no {summary:?} in {errors:#?}"));
+        // Terraform shows the source of the attribute the diagnostic points at.
+        let code = hit["snippet"]["code"].as_str().unwrap_or_default();
+        assert!(
+            code.contains(attr),
+            "{summary}: points at {code:?}, want {attr}"
+        );
+        assert!(
+            !ws.dir().join(".constellation").exists(),
+            "{summary}: a failed plan must not create anything"
+        );
+        assert!(processes_mentioning(&ws.root().display().to_string()).is_empty());
+    }
+}
+
+/// 1 control plane + 2 workers with a write-only master secret; verification; stable plans;
+/// scale 2 → 3 → 1; a killed worker is drift that apply repairs; a worker booted from a
+/// tampered image is refused naming the PCR; import; destroy leaves nothing.
+#[test]
+fn local_cluster_lifecycle() {
+    let tf = require_terraform!();
+    let Some(good) = image_dir("CONSTELLATION_TEST_IMAGE_DIR") else {
+        return;
+    };
+    let tampered = image_dir("CONSTELLATION_TEST_TAMPERED_IMAGE_DIR");
+    let _serial = VMS.lock().unwrap_or_else(|p| p.into_inner());
+    let (mut ws, _reaper) = vm_workspace(&tf);
+    let image = ws.root().join("image");
+    copy_image(&good, &image);
+    let version: Value =
+        serde_json::from_slice(&std::fs::read(image.join("manifest.json")).unwrap()).unwrap();
+    let version = version["version"].as_str().unwrap().to_owned();
+    let secret = "5ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e7c0de".to_string();
+    let mut cluster = Cluster {
+        workers: 2,
+        control_planes: 1,
+        secret: Some(secret.clone()),
+        extra: String::new(),
+    };
+    ws.write("main.tf", &cluster.hcl(&image)).unwrap();
+    must(ws.init().unwrap());
+    let trace = ws.root().join("trace.log");
+    ws.set_env("TF_LOG", "trace");
+    ws.set_env("TF_LOG_PATH", &trace.display().to_string());
+    let apply = must(ws.apply().unwrap());
+
+    // Verified, with the cluster's ID; the state holds the nodes.
+    let out = ws.outputs().unwrap();
+    assert_eq!(out["verified"]["value"], true);
+    let id = out["cluster_id"]["value"].as_str().unwrap().to_owned();
+    assert_eq!(id.len(), 64);
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update([0u8; 32]);
+    h.update(sha2::Sha256::digest(hex::decode(&id).unwrap()));
+    assert_eq!(out["verified_pcr15"]["value"], hex::encode(h.finalize()));
+    let n = nodes(&ws);
+    assert_eq!(names(&n), ["acc-cp-0", "acc-worker-0", "acc-worker-1"]);
+    assert_eq!(n[0]["role"], "control-plane");
+    assert_eq!(n[1]["role"], "worker");
+    assert_all_joined(&n, &version);
+
+    // The write-only secret is nowhere: state, plan output, trace log, serial consoles.
+    let plan = must(ws.plan().unwrap());
+    assert!(plan.no_changes(), "{}", plan.stdout);
+    let work = ws.dir().join(".constellation/acc");
+    let mut haystacks = vec![
+        ("terraform.tfstate", ws.state_raw().unwrap()),
+        ("apply output", apply.combined()),
+        ("plan output", plan.combined()),
+        ("TF_LOG=trace", std::fs::read_to_string(&trace).unwrap()),
+    ];
+    for node in ["acc-cp-0", "acc-worker-0", "acc-worker-1"] {
+        let log = work.join("nodes").join(node).join("serial.log");
+        haystacks.push((
+            "serial log",
+            String::from_utf8_lossy(&std::fs::read(log).unwrap()).into_owned(),
+        ));
+    }
+    for (what, text) in &haystacks {
+        assert!(
+            !text.contains(&secret),
+            "the master secret leaked into the {what}"
+        );
+        assert!(!text.to_lowercase().contains(&secret[..24]), "{what}");
+    }
+    ws.set_env("TF_LOG", "");
+
+    // Scale 2 → 3 → 1.
+    cluster.workers = 3;
+    ws.write("main.tf", &cluster.hcl(&image)).unwrap();
+    must(ws.apply().unwrap());
+    let n = nodes(&ws);
+    assert_eq!(
+        names(&n),
+        ["acc-cp-0", "acc-worker-0", "acc-worker-1", "acc-worker-2"]
+    );
+    assert_all_joined(&n, &version);
+    cluster.workers = 1;
+    ws.write("main.tf", &cluster.hcl(&image)).unwrap();
+    must(ws.apply().unwrap());
+    let n = nodes(&ws);
+    assert_eq!(names(&n), ["acc-cp-0", "acc-worker-0"]);
+    assert!(!work.join("nodes/acc-worker-2").exists());
+    let plan = must(ws.plan().unwrap());
+    assert!(plan.no_changes(), "{}", plan.stdout);
+
+    // Kill the worker's QEMU: drift in the next plan, apply restores the count.
+    let pid: i32 = std::fs::read_to_string(work.join("nodes/acc-worker-0/qemu.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let plan = must(ws.plan().unwrap());
+    assert!(!plan.no_changes(), "a dead worker must show as drift");
+    assert!(plan.contains("worker_count"), "{}", plan.stdout);
+    must(ws.apply().unwrap());
+    let n = nodes(&ws);
+    assert_eq!(names(&n), ["acc-cp-0", "acc-worker-1"]);
+    assert_all_joined(&n, &version);
+
+    // A worker booted from a tampered image is refused at join, naming the PCR. The disk is
+    // swapped by rename, so the running VMs keep the original.
+    if let Some(bad) = &tampered {
+        let tmp = image.join("disk.raw.tmp");
+        std::fs::copy(bad.join("disk.raw"), &tmp).unwrap();
+        std::fs::rename(&tmp, image.join("disk.raw")).unwrap();
+        cluster.workers = 2;
+        ws.write("main.tf", &cluster.hcl(&image)).unwrap();
+        // The attestation config still comes from the good image's measurements.
+        std::fs::copy(
+            good.join("measurements.json"),
+            image.join("measurements.json"),
+        )
+        .unwrap();
+        let out = ws.apply().unwrap();
+        out.assert_failure();
+        let text = out.combined();
+        assert!(text.contains("refused at join"), "{text}");
+        assert!(
+            text.contains("PCR 9") || text.contains("pcr 9") || text.contains("[9]"),
+            "the PCR is named: {text}"
+        );
+        std::fs::copy(good.join("disk.raw"), &tmp).unwrap();
+        std::fs::rename(&tmp, image.join("disk.raw")).unwrap();
+        cluster.workers = 1;
+        ws.write("main.tf", &cluster.hcl(&image)).unwrap();
+        must(ws.apply().unwrap());
+        assert_eq!(names(&nodes(&ws)), ["acc-cp-0", "acc-worker-1"]);
+    } else {
+        eprintln!("SKIPPED tampered worker: CONSTELLATION_TEST_TAMPERED_IMAGE_DIR not set");
+    }
+
+    // Import by the working directory (no secret in the ID), then no changes.
+    let id_attr = ws
+        .resource_values("constellation_cluster.local")
+        .unwrap()
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(!id_attr.contains(&secret));
+    must(
+        ws.run(&["state", "rm", "-no-color", "constellation_cluster.local"])
+            .unwrap(),
+    );
+    must(ws.import("constellation_cluster.local", &id_attr).unwrap());
+    let plan = must(ws.plan().unwrap());
+    assert!(plan.no_changes(), "after import: {}", plan.stdout);
+    let n = nodes(&ws);
+    assert_all_joined(&n, &version);
+
+    // Destroy: no process, nothing left of the cluster directory.
+    must(ws.destroy().unwrap());
+    assert!(!work.exists(), "{} survived destroy", work.display());
+    let left = processes_mentioning(&ws.root().display().to_string());
+    assert!(left.is_empty(), "processes left after destroy: {left:?}");
+}
+
+/// A first control plane that boots a tampered image fails attestation: Init is never sent,
+/// so the master secret never leaves the provider, and nothing is left behind.
+#[test]
+fn tampered_first_control_plane_never_gets_init() {
+    let tf = require_terraform!();
+    let (Some(good), Some(bad)) = (
+        image_dir("CONSTELLATION_TEST_IMAGE_DIR"),
+        image_dir("CONSTELLATION_TEST_TAMPERED_IMAGE_DIR"),
+    ) else {
+        return;
+    };
+    let _serial = VMS.lock().unwrap_or_else(|p| p.into_inner());
+    let (mut ws, _reaper) = vm_workspace(&tf);
+    let image = ws.root().join("image");
+    copy_image(&bad, &image);
+    // Expectations from the good image: the tampered initramfs shows in PCR 9.
+    std::fs::copy(
+        good.join("measurements.json"),
+        image.join("measurements.json"),
+    )
+    .unwrap();
+    ws.write(
+        "main.tf",
+        &Cluster {
+            workers: 0,
+            control_planes: 1,
+            secret: None,
+            extra: String::new(),
+        }
+        .hcl(&image),
+    )
+    .unwrap();
+    must(ws.init().unwrap());
+    ws.set_env("CONSTELLATION_KEEP_FAILED", "1");
+    let out = ws.apply().unwrap();
+    out.assert_failure();
+    let text = out.combined();
+    assert!(text.contains("failed attestation"), "{text}");
+    assert!(
+        text.contains("PCR 9") || text.contains("[9]") || text.contains("pcr 9"),
+        "{text}"
+    );
+    let serial = ws
+        .dir()
+        .join(".constellation/acc/nodes/acc-cp-0/serial.log");
+    let log = String::from_utf8_lossy(&std::fs::read(&serial).unwrap()).into_owned();
+    assert!(
+        !log.contains("init: "),
+        "Init must never reach the node: {log}"
+    );
+    assert!(ws.state_raw().map_or(true, |s| !s.contains("acc-cp-0")));
+}

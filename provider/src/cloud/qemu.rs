@@ -1,0 +1,734 @@
+//! The local backend: one QEMU VM per node with OVMF and its own swtpm, booting the node
+//! image's `disk.raw` read-only, with a blank state disk, metadata in fw_cfg, a private L2
+//! network between the cluster's VMs and host port forwards for the provider.
+//!
+//! Everything lives in the cluster's working directory (`nodes/<name>/` per node), so
+//! deleting a cluster is: stop the processes recorded there, remove the directory.
+//!
+//! - VMs outlive the provider: QEMU runs with `-daemonize` and swtpm with `--daemon`, both in
+//!   their own process group, so neither Terraform ending the plugin nor a terminal's Ctrl-C
+//!   reaches them. They are found again through their pid files, and a pid is only trusted
+//!   when `/proc/<pid>/cwd` is the node's directory (pids get reused).
+//! - Private network: QEMU's `socket` netdev on a multicast group on 127.0.0.1 — an L2 hub
+//!   between any number of VMs that needs no root (no tap, no bridge). Traffic on it is
+//!   WireGuard between the agents; the group and port are random per cluster.
+//! - Host access: a user-mode (slirp) NIC with `restrict=on` (the guest cannot open
+//!   connections to the host or beyond) and `hostfwd` from free loopback ports to the node's
+//!   service ports.
+//! - QMP (through the `qapi` crate) for status and graceful shutdown.
+//! - Both daemonize (and change to `/`), so every path they get is absolute; unix socket
+//!   paths are limited to 107 bytes, which is checked with a message naming the fix.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use constellation_node_api::ports;
+use serde::{Deserialize, Serialize};
+
+use super::{CloudError, MachineState, NodeEndpoints, NodeRecord, NodeSpec, Role};
+
+/// Default OVMF firmware (Debian's `ovmf` package).
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+/// Default OVMF variable store template, copied per VM.
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+
+/// The guest address of the user-mode NIC (QEMU's slirp default for the first lease).
+const GUEST_HOST_NIC_IP: &str = "10.0.2.15";
+/// Longest unix socket path (sun_path is 108 bytes including the NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+/// CPU virtualisation QEMU uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    /// Software emulation: works everywhere, slow.
+    Tcg,
+    /// Hardware virtualisation through /dev/kvm.
+    Kvm,
+}
+
+impl Accel {
+    /// Parses `tcg` / `kvm`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "tcg" => Some(Self::Tcg),
+            "kvm" => Some(Self::Kvm),
+            _ => None,
+        }
+    }
+}
+
+/// The cluster's private network: a multicast group on the loopback interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrivateNetwork {
+    /// Multicast group (239.255.0.0/16, administratively scoped).
+    pub group: Ipv4Addr,
+    /// UDP port.
+    pub port: u16,
+}
+
+impl PrivateNetwork {
+    /// A random group and port, so that two clusters on one machine do not share a wire.
+    pub fn random() -> Self {
+        use rand::Rng as _;
+        let mut rng = rand::thread_rng();
+        Self {
+            group: Ipv4Addr::new(239, 255, rng.r#gen_range(1..=254), rng.r#gen_range(1..=254)),
+            port: rng.r#gen_range(20000..=60000),
+        }
+    }
+}
+
+/// Settings of the local backend for one cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QemuOptions {
+    /// The cluster's working directory (absolute).
+    pub work_dir: PathBuf,
+    /// The image's `disk.raw` (absolute); attached read-only to every VM.
+    pub image_disk: PathBuf,
+    /// Virtual CPUs per VM.
+    pub vcpus: u32,
+    /// Memory per VM in MiB.
+    pub memory_mib: u32,
+    /// Size of each VM's state disk in MiB.
+    pub state_disk_mib: u64,
+    /// CPU virtualisation.
+    pub accel: Accel,
+    /// The private network.
+    pub network: PrivateNetwork,
+    /// OVMF code.
+    pub ovmf_code: PathBuf,
+    /// OVMF variables template.
+    pub ovmf_vars: PathBuf,
+}
+
+/// The QEMU backend.
+#[derive(Debug, Clone)]
+pub struct QemuCloud {
+    opts: QemuOptions,
+}
+
+fn file_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> CloudError + use<> {
+    let path = path.display().to_string();
+    move |e| CloudError::File {
+        what,
+        path,
+        detail: e.to_string(),
+    }
+}
+
+/// Last `max` bytes of a text file, lossily decoded; empty when unreadable.
+fn tail_of(path: &Path, max: usize) -> String {
+    let Ok(bytes) = fs::read(path) else {
+        return String::new();
+    };
+    let start = bytes.len().saturating_sub(max);
+    String::from_utf8_lossy(bytes.get(start..).unwrap_or_default()).into_owned()
+}
+
+/// Reads a pid file and returns the pid if that process is alive and was started for `dir`
+/// (its command line names the directory; pids get reused).
+fn live_pid(pid_file: &Path, dir: &Path) -> Option<i32> {
+    let pid: i32 = fs::read_to_string(pid_file).ok()?.trim().parse().ok()?;
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let needle = dir.as_os_str().as_encoded_bytes();
+    // A zombie (exited, not yet reaped) has an empty command line, so it is not "alive".
+    (pid_alive(pid) && cmdline.windows(needle.len()).any(|w| w == needle)).then_some(pid)
+}
+
+fn pid_alive(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
+        .unwrap_or(false)
+}
+
+fn kill(pid: i32, signal: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
+}
+
+/// Waits up to `limit` for `pid` to exit.
+fn wait_gone(pid: i32, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while pid_alive(pid) {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
+}
+
+/// Free loopback TCP ports; the listeners are held until all are chosen.
+fn free_ports(n: usize) -> io::Result<Vec<u16>> {
+    let listeners = (0..n)
+        .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
+        .collect::<io::Result<Vec<_>>>()?;
+    listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect()
+}
+
+fn mac(kind: u8, ip: Ipv4Addr) -> String {
+    let o = ip.octets();
+    format!("52:54:00:{kind:02x}:{:02x}:{:02x}", o[2], o[3])
+}
+
+/// The `network` metadata value: one line per NIC, `<mac> <addr>/<prefix>[ via <gw>]`.
+fn network_metadata(spec: &NodeSpec) -> String {
+    format!(
+        "{} {GUEST_HOST_NIC_IP}/24 via 10.0.2.2\n{} {}/{}\n",
+        mac(0xc0, spec.private_ip),
+        mac(0xc1, spec.private_ip),
+        spec.private_ip,
+        spec.prefix_len
+    )
+}
+
+impl QemuCloud {
+    /// A backend for the cluster in `opts.work_dir`.
+    pub fn new(opts: QemuOptions) -> Self {
+        Self { opts }
+    }
+
+    /// The options.
+    pub fn options(&self) -> &QemuOptions {
+        &self.opts
+    }
+
+    fn node_dir(&self, name: &str) -> PathBuf {
+        self.opts.work_dir.join("nodes").join(name)
+    }
+
+    fn check_programs() -> Result<(), CloudError> {
+        for (program, package) in [
+            ("qemu-system-x86_64", "qemu-system-x86"),
+            ("swtpm", "swtpm"),
+        ] {
+            Command::new(program)
+                .arg("--version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .map_err(|e| CloudError::MissingProgram {
+                    program,
+                    package,
+                    detail: e.to_string(),
+                })?;
+        }
+        Ok(())
+    }
+
+    fn start_swtpm(&self, name: &str, dir: &Path) -> Result<(), CloudError> {
+        fs::create_dir_all(dir.join("tpm")).map_err(file_err("TPM state directory", dir))?;
+        let p = |f: &str| dir.join(f).display().to_string();
+        let status = Command::new("swtpm")
+            .current_dir(dir)
+            .args(["socket", "--tpm2", "--terminate", "--daemon"])
+            .arg("--tpmstate")
+            .arg(format!("dir={}", p("tpm")))
+            .arg("--ctrl")
+            .arg(format!("type=unixio,path={}", p("swtpm.sock")))
+            .arg("--pid")
+            .arg(format!("file={}", p("swtpm.pid")))
+            .arg("--log")
+            .arg(format!("file={},level=1", p("swtpm.log")))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .output()
+            .map_err(|e| CloudError::MissingProgram {
+                program: "swtpm",
+                package: "swtpm",
+                detail: e.to_string(),
+            })?;
+        if !status.status.success() {
+            return Err(CloudError::Start {
+                node: name.into(),
+                detail: format!(
+                    "swtpm exited with {}: {}{}",
+                    status.status,
+                    String::from_utf8_lossy(&status.stderr),
+                    tail_of(&dir.join("swtpm.log"), 2000)
+                ),
+            });
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !dir.join("swtpm.sock").exists() {
+            if Instant::now() > deadline {
+                return Err(CloudError::Start {
+                    node: name.into(),
+                    detail: format!(
+                        "swtpm did not create its socket within 20 s: {}",
+                        tail_of(&dir.join("swtpm.log"), 2000)
+                    ),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    fn write_metadata(dir: &Path, spec: &NodeSpec) -> Result<Vec<(String, String)>, CloudError> {
+        let meta = dir.join("meta");
+        fs::create_dir_all(&meta).map_err(file_err("metadata directory", &meta))?;
+        let mut items = vec![
+            ("role", spec.role.as_str().to_owned()),
+            ("name", spec.name.clone()),
+            ("private-ip", spec.private_ip.to_string()),
+            ("image-version", spec.image_version.clone()),
+            ("network", network_metadata(spec)),
+        ];
+        if !spec.join_endpoints.is_empty() {
+            items.push(("join-endpoints", spec.join_endpoints.join(",")));
+        }
+        if let Some(h) = &spec.init_secret_hash {
+            items.push(("init-secret-hash", h.clone()));
+        }
+        let mut out = Vec::new();
+        for (key, value) in items {
+            let path = meta.join(key);
+            fs::write(&path, value).map_err(file_err("metadata file", &path))?;
+            out.push((
+                format!("opt/constellation/{key}"),
+                path.display().to_string(),
+            ));
+        }
+        Ok(out)
+    }
+
+    fn qemu_command(
+        &self,
+        dir: &Path,
+        spec: &NodeSpec,
+        fw_cfg: &[(String, String)],
+        ep: &NodeEndpoints,
+    ) -> Command {
+        let o = &self.opts;
+        let p = |f: &str| dir.join(f).display().to_string();
+        let mut cmd = Command::new("qemu-system-x86_64");
+        let (accel, cpu) = match o.accel {
+            // `max` gives TCG guests AES-NI and friends, which dm-crypt and WireGuard expect.
+            Accel::Tcg => ("tcg", "max"),
+            Accel::Kvm => ("kvm", "host"),
+        };
+        cmd.args(["-name", &spec.name])
+            .args(["-nodefaults", "-no-user-config", "-display", "none"])
+            .args(["-machine", &format!("q35,accel={accel}"), "-cpu", cpu])
+            .args(["-m", &o.memory_mib.to_string()])
+            .args(["-smp", &o.vcpus.to_string()])
+            .arg("-drive")
+            .arg(format!(
+                "if=pflash,format=raw,unit=0,readonly=on,file={}",
+                o.ovmf_code.display()
+            ))
+            .arg("-drive")
+            .arg(format!(
+                "if=pflash,format=raw,unit=1,file={}",
+                p("OVMF_VARS.fd")
+            ))
+            .arg("-chardev")
+            .arg(format!("socket,id=chrtpm,path={}", p("swtpm.sock")))
+            .args(["-tpmdev", "emulator,id=tpm0,chardev=chrtpm"])
+            .args(["-device", "tpm-crb,tpmdev=tpm0"])
+            .args(["-device", "virtio-rng-pci"])
+            .arg("-drive")
+            .arg(format!(
+                "if=none,id=boot,format=raw,readonly=on,file={}",
+                o.image_disk.display()
+            ))
+            .args(["-device", "virtio-blk-pci,drive=boot,bootindex=0"])
+            .arg("-drive")
+            .arg(format!(
+                "if=none,id=state,format=raw,file={}",
+                p("state.raw")
+            ))
+            .args(["-device", "virtio-blk-pci,drive=state,serial=state"]);
+        // NIC A: host access through loopback port forwards only.
+        let mut user = "user,id=host,net=10.0.2.0/24,restrict=on".to_string();
+        let mut fwd = |host: Option<SocketAddr>, guest: u16| {
+            if let Some(h) = host {
+                let _ = write!(
+                    user,
+                    ",hostfwd=tcp:127.0.0.1:{}-{GUEST_HOST_NIC_IP}:{guest}",
+                    h.port()
+                );
+            }
+        };
+        fwd(ep.init, ports::INIT);
+        fwd(ep.management, ports::MANAGEMENT);
+        fwd(ep.recovery, ports::RECOVERY);
+        fwd(Some(ep.verify_http), ports::VERIFY_HTTP);
+        fwd(Some(ep.verify_grpc), ports::VERIFY_GRPC);
+        cmd.arg("-netdev").arg(user).arg("-device").arg(format!(
+            "virtio-net-pci,netdev=host,mac={},romfile=",
+            mac(0xc0, spec.private_ip)
+        ));
+        // NIC B: the cluster's private L2 network.
+        cmd.arg("-netdev")
+            .arg(format!(
+                "socket,id=priv,mcast={}:{},localaddr=127.0.0.1",
+                o.network.group, o.network.port
+            ))
+            .arg("-device")
+            .arg(format!(
+                "virtio-net-pci,netdev=priv,mac={},romfile=",
+                mac(0xc1, spec.private_ip)
+            ));
+        for (name, file) in fw_cfg {
+            cmd.arg("-fw_cfg").arg(format!("name={name},file={file}"));
+        }
+        cmd.arg("-chardev")
+            .arg(format!("file,id=ser0,path={}", p("serial.log")))
+            .args(["-serial", "chardev:ser0"])
+            .arg("-qmp")
+            .arg(format!("unix:{},server=on,wait=off", p("qmp.sock")))
+            .args(["-daemonize", "-pidfile"])
+            .arg(p("qemu.pid"));
+        cmd
+    }
+
+    fn create_node_blocking(&self, spec: &NodeSpec) -> Result<NodeRecord, CloudError> {
+        let dir = self.node_dir(&spec.name);
+        if dir.exists() {
+            return Err(CloudError::Start {
+                node: spec.name.clone(),
+                detail: format!(
+                    "{} already exists: a node of that name exists or was not cleaned up; \
+                     destroy the cluster or remove the directory",
+                    dir.display()
+                ),
+            });
+        }
+        let qmp = dir.join("swtpm.sock");
+        if qmp.as_os_str().len() > MAX_SOCKET_PATH {
+            return Err(CloudError::File {
+                what: "socket path",
+                path: qmp.display().to_string(),
+                detail: format!(
+                    "is longer than {MAX_SOCKET_PATH} bytes, the limit for unix sockets; \
+                     set cloud.qemu.working_dir to a shorter directory"
+                ),
+            });
+        }
+        fs::create_dir_all(&dir).map_err(file_err("node directory", &dir))?;
+        let result = self.start_in(&dir, spec);
+        if result.is_err() {
+            self.remove_node_dir(&spec.name);
+        }
+        result
+    }
+
+    fn start_in(&self, dir: &Path, spec: &NodeSpec) -> Result<NodeRecord, CloudError> {
+        let vars = dir.join("OVMF_VARS.fd");
+        fs::copy(&self.opts.ovmf_vars, &vars).map_err(file_err(
+            "OVMF variables template (Debian: apt-get install ovmf)",
+            &self.opts.ovmf_vars,
+        ))?;
+        let state = dir.join("state.raw");
+        let f = fs::File::create(&state).map_err(file_err("state disk", &state))?;
+        f.set_len(self.opts.state_disk_mib * 1024 * 1024)
+            .map_err(file_err("state disk", &state))?;
+        drop(f);
+        let fw_cfg = Self::write_metadata(dir, spec)?;
+
+        let cp = spec.role == Role::ControlPlane;
+        let ports = free_ports(if cp { 5 } else { 2 }).map_err(|e| CloudError::Start {
+            node: spec.name.clone(),
+            detail: format!("no free loopback port: {e}"),
+        })?;
+        let at =
+            |i: usize| SocketAddr::from((Ipv4Addr::LOCALHOST, ports.get(i).copied().unwrap_or(0)));
+        let endpoints = NodeEndpoints {
+            verify_http: at(0),
+            verify_grpc: at(1),
+            init: cp.then(|| at(2)),
+            management: cp.then(|| at(3)),
+            recovery: cp.then(|| at(4)),
+        };
+
+        self.start_swtpm(&spec.name, dir)?;
+        let out = self
+            .qemu_command(dir, spec, &fw_cfg, &endpoints)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .output()
+            .map_err(|e| CloudError::MissingProgram {
+                program: "qemu-system-x86_64",
+                package: "qemu-system-x86",
+                detail: e.to_string(),
+            })?;
+        if !out.status.success() {
+            return Err(CloudError::Start {
+                node: spec.name.clone(),
+                detail: format!(
+                    "QEMU exited with {}: {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+            });
+        }
+        if live_pid(&dir.join("qemu.pid"), dir).is_none() {
+            return Err(CloudError::Start {
+                node: spec.name.clone(),
+                detail: format!(
+                    "QEMU is not running after start: {}",
+                    tail_of(&dir.join("serial.log"), 2000)
+                ),
+            });
+        }
+        tracing::info!(node = %spec.name, dir = %dir.display(), "VM started");
+        Ok(NodeRecord {
+            name: spec.name.clone(),
+            role: spec.role,
+            private_ip: spec.private_ip,
+            endpoints,
+        })
+    }
+
+    fn qmp<T>(
+        dir: &Path,
+        f: impl FnOnce(
+            &mut qapi::Qmp<
+                qapi::Stream<
+                    io::BufReader<&std::os::unix::net::UnixStream>,
+                    &std::os::unix::net::UnixStream,
+                >,
+            >,
+        ) -> Result<T, String>,
+    ) -> Result<T, String> {
+        let path = dir.join("qmp.sock");
+        let stream = std::os::unix::net::UnixStream::connect(&path)
+            .map_err(|e| format!("connecting to {}: {e}", path.display()))?;
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+        let _ = stream.set_write_timeout(Some(Duration::from_secs(10)));
+        let mut qmp = qapi::Qmp::from_stream(&stream);
+        qmp.handshake().map_err(|e| format!("QMP handshake: {e}"))?;
+        f(&mut qmp)
+    }
+
+    fn machine_state_blocking(&self, name: &str) -> MachineState {
+        let dir = self.node_dir(name);
+        if live_pid(&dir.join("qemu.pid"), &dir).is_none() {
+            return MachineState::Gone;
+        }
+        let running = Self::qmp(&dir, |q| {
+            q.execute(&qapi::qmp::query_status {})
+                .map(|s| s.running)
+                .map_err(|e| e.to_string())
+        });
+        match running {
+            Ok(true) => MachineState::Running,
+            _ => MachineState::Stopped,
+        }
+    }
+
+    fn stop_node_processes(&self, name: &str) -> Result<(), CloudError> {
+        let dir = self.node_dir(name);
+        if let Some(pid) = live_pid(&dir.join("qemu.pid"), &dir) {
+            // Graceful first (QMP quit flushes the disks), then force.
+            let _ = Self::qmp(&dir, |q| {
+                q.execute(&qapi::qmp::quit {})
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            });
+            if !wait_gone(pid, Duration::from_secs(10)) {
+                kill(pid, nix::sys::signal::Signal::SIGKILL);
+                if !wait_gone(pid, Duration::from_secs(10)) {
+                    return Err(CloudError::Stop {
+                        node: name.into(),
+                        detail: format!("QEMU (pid {pid}) does not exit, even on SIGKILL"),
+                    });
+                }
+            }
+        }
+        if let Some(pid) = live_pid(&dir.join("swtpm.pid"), &dir) {
+            kill(pid, nix::sys::signal::Signal::SIGTERM);
+            if !wait_gone(pid, Duration::from_secs(5)) {
+                kill(pid, nix::sys::signal::Signal::SIGKILL);
+                let _ = wait_gone(pid, Duration::from_secs(5));
+            }
+        }
+        Ok(())
+    }
+
+    fn remove_node_dir(&self, name: &str) {
+        let _ = self.stop_node_processes(name);
+        let _ = fs::remove_dir_all(self.node_dir(name));
+    }
+
+    fn destroy_blocking(&self) -> Result<(), CloudError> {
+        let nodes = self.opts.work_dir.join("nodes");
+        let mut first_err = None;
+        if let Ok(entries) = fs::read_dir(&nodes) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Err(err) = self.stop_node_processes(&name) {
+                    first_err.get_or_insert(err);
+                }
+            }
+        }
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+        match fs::remove_dir_all(&self.opts.work_dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(file_err("working directory", &self.opts.work_dir)(e)),
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T
+where
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(v) => v,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+#[tfplugin::async_trait]
+impl super::Cloud for QemuCloud {
+    fn name(&self) -> &'static str {
+        "qemu"
+    }
+
+    async fn prepare(&self) -> Result<(), CloudError> {
+        let opts = self.opts.clone();
+        blocking(move || {
+            Self::check_programs()?;
+            for (what, p) in [
+                (
+                    "OVMF firmware (Debian: apt-get install ovmf)",
+                    &opts.ovmf_code,
+                ),
+                (
+                    "OVMF variables template (Debian: apt-get install ovmf)",
+                    &opts.ovmf_vars,
+                ),
+                ("image disk", &opts.image_disk),
+            ] {
+                fs::metadata(p).map_err(file_err(what, p))?;
+            }
+            if opts.accel == Accel::Kvm {
+                fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open("/dev/kvm")
+                    .map_err(file_err(
+                        "KVM device (set accel = \"tcg\" to emulate)",
+                        Path::new("/dev/kvm"),
+                    ))?;
+            }
+            let nodes = opts.work_dir.join("nodes");
+            fs::create_dir_all(&nodes).map_err(file_err("working directory", &nodes))
+        })
+        .await
+    }
+
+    async fn create_node(&self, spec: &NodeSpec) -> Result<NodeRecord, CloudError> {
+        let this = self.clone();
+        let spec = spec.clone();
+        blocking(move || this.create_node_blocking(&spec)).await
+    }
+
+    async fn machine_state(&self, node: &NodeRecord) -> MachineState {
+        let this = self.clone();
+        let name = node.name.clone();
+        blocking(move || this.machine_state_blocking(&name)).await
+    }
+
+    async fn console_tail(&self, node: &NodeRecord, max_bytes: usize) -> String {
+        tail_of(&self.node_dir(&node.name).join("serial.log"), max_bytes)
+    }
+
+    async fn delete_node(&self, node: &NodeRecord) -> Result<(), CloudError> {
+        let this = self.clone();
+        let name = node.name.clone();
+        blocking(move || {
+            this.stop_node_processes(&name)?;
+            let dir = this.node_dir(&name);
+            match fs::remove_dir_all(&dir) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(file_err("node directory", &dir)(e)),
+            }
+        })
+        .await
+    }
+
+    async fn destroy(&self) -> Result<(), CloudError> {
+        let this = self.clone();
+        blocking(move || this.destroy_blocking()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> NodeSpec {
+        NodeSpec {
+            name: "demo-cp-0".into(),
+            role: Role::ControlPlane,
+            private_ip: Ipv4Addr::new(10, 42, 0, 2),
+            prefix_len: 24,
+            join_endpoints: vec![],
+            init_secret_hash: Some("$argon2id$v=19$m=19456,t=2,p=1$abc$def".into()),
+            image_version: "v0.1.0".into(),
+        }
+    }
+
+    #[test]
+    fn network_metadata_names_both_nics_by_mac() {
+        assert_eq!(
+            network_metadata(&spec()),
+            "52:54:00:c0:00:02 10.0.2.15/24 via 10.0.2.2\n52:54:00:c1:00:02 10.42.0.2/24\n"
+        );
+    }
+
+    #[test]
+    fn metadata_files_are_written_per_key_without_commas_in_qemu_args() {
+        let dir = tempfile::tempdir().unwrap();
+        let items = QemuCloud::write_metadata(dir.path(), &spec()).unwrap();
+        let names: Vec<_> = items.iter().map(|(n, _)| n.as_str()).collect();
+        assert!(names.contains(&"opt/constellation/init-secret-hash"));
+        assert!(items.iter().all(|(_, f)| Path::new(f).is_absolute()));
+        assert!(!names.contains(&"opt/constellation/join-endpoints"));
+        for (n, f) in &items {
+            assert!(!n.contains(',') && !f.contains(','), "{n} {f}");
+        }
+        let hash = fs::read_to_string(dir.path().join("meta/init-secret-hash")).unwrap();
+        assert!(hash.starts_with("$argon2id$"));
+    }
+
+    #[test]
+    fn a_pid_file_of_a_foreign_process_is_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        // Our own pid is alive but its command line does not name the node's directory.
+        fs::write(dir.path().join("qemu.pid"), std::process::id().to_string()).unwrap();
+        assert_eq!(live_pid(&dir.path().join("qemu.pid"), dir.path()), None);
+        fs::write(dir.path().join("qemu.pid"), "not a pid").unwrap();
+        assert_eq!(live_pid(&dir.path().join("qemu.pid"), dir.path()), None);
+    }
+
+    #[test]
+    fn random_networks_are_administratively_scoped_multicast() {
+        let n = PrivateNetwork::random();
+        assert!(n.group.is_multicast());
+        assert_eq!(n.group.octets()[..2], [239, 255]);
+        assert!(n.port >= 20000);
+    }
+}

@@ -1,0 +1,1397 @@
+//! `constellation_cluster`: boots measured nodes, validates the first control plane by
+//! attestation, initialises the cluster over aTLS, waits for every node to join, and keeps
+//! the cluster in step with the configuration (worker scaling, attestation config).
+//!
+//! The cluster's working directory holds a record (`cluster.json`, no secrets) of what was
+//! created; Read, Delete and Import start from it, so state and machines cannot drift apart
+//! silently. Secrets (master secret, owner key, kubeconfig) live only in Terraform state as
+//! sensitive values — or, with `master_secret_wo`, the master secret lives nowhere but the
+//! configuration and the nodes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use constellation_attest::Validators;
+use constellation_attest::config::AttestationConfig;
+use constellation_node_api::v1::InitRequest;
+use serde::{Deserialize, Serialize};
+use tfplugin::provider::{
+    ApplyRequest, Context, ImportResponse, PlanRequest, PlanResponse, ReadRequest, Resource,
+    StateResponse,
+};
+use tfplugin::{
+    Attribute, AttributePath, Block, Diagnostics, NestedAttributes, NestedBlock, Schema, Type,
+    Value,
+};
+use zeroize::Zeroizing;
+
+use crate::cloud::qemu::{OVMF_CODE, OVMF_VARS, PrivateNetwork, QemuCloud, QemuOptions};
+use crate::cloud::{Cloud, MachineState, NodeRecord, NodeSpec, Role};
+use crate::cluster_config::{self, ClusterConfig};
+use crate::node_client::{self, OwnerCredential};
+
+/// Type name.
+pub const TYPE_NAME: &str = "constellation_cluster";
+/// Name of the record file in the working directory.
+pub const RECORD_FILE: &str = "cluster.json";
+
+/// The resource type.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ClusterResource;
+
+/// What the working directory records about a cluster: enough to find, refresh, import and
+/// delete it. No secrets.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterRecord {
+    /// Record format version.
+    pub format: u32,
+    /// Cluster name.
+    pub name: String,
+    /// Backend settings.
+    pub qemu: QemuOptions,
+    /// Nodes created so far.
+    pub nodes: Vec<NodeRecord>,
+    /// Next worker number (never reused).
+    pub next_worker: u32,
+    /// Cluster ID (hex) once initialised.
+    pub cluster_id: Option<String>,
+    /// Image version the nodes run.
+    pub image_version: String,
+    /// The configuration's non-secret attributes as last applied (for import), in
+    /// Terraform's JSON value encoding.
+    pub config: serde_json::Value,
+}
+
+impl ClusterRecord {
+    fn path(dir: &Path) -> PathBuf {
+        dir.join(RECORD_FILE)
+    }
+
+    /// Loads the record from a working directory; None when there is none.
+    pub fn load(dir: &Path) -> Result<Option<Self>, String> {
+        let p = Self::path(dir);
+        match std::fs::read(&p) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| format!("{}: {e}", p.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("{}: {e}", p.display())),
+        }
+    }
+
+    fn save(&self) -> Result<(), String> {
+        let p = Self::path(&self.qemu.work_dir);
+        let tmp = p.with_extension("json.tmp");
+        let bytes = serde_json::to_vec_pretty(self).map_err(|e| e.to_string())?;
+        std::fs::write(&tmp, bytes)
+            .and_then(|()| std::fs::rename(&tmp, &p))
+            .map_err(|e| format!("writing {}: {e}", p.display()))
+    }
+
+    fn cloud(&self) -> QemuCloud {
+        QemuCloud::new(self.qemu.clone())
+    }
+
+    fn control_planes(&self) -> impl Iterator<Item = &NodeRecord> {
+        self.nodes.iter().filter(|n| n.role == Role::ControlPlane)
+    }
+}
+
+// Attribute names that are configuration (recorded for import) rather than computed.
+const CONFIG_ATTRS: &[&str] = &[
+    "name",
+    "cloud",
+    "control_plane_count",
+    "worker_count",
+    "image_reference",
+    "attestation_config",
+    "kubernetes_version",
+    "network",
+    "master_secret_wo_version",
+    "timeouts",
+];
+
+/// The object type of the configuration attributes.
+fn config_type() -> Type {
+    let full = ClusterResource.schema().value_type();
+    let attrs = full.object_attributes().cloned().unwrap_or_default();
+    Type::object(
+        CONFIG_ATTRS
+            .iter()
+            .map(|a| (*a, attrs.get(*a).cloned().unwrap_or(Type::String))),
+    )
+}
+
+fn config_echo(v: &Value) -> serde_json::Value {
+    let echo = Value::object(
+        CONFIG_ATTRS
+            .iter()
+            .map(|a| (*a, v.get_attr(a).cloned().unwrap_or(Value::Null))),
+    );
+    tfplugin::json::encode(&echo, &config_type())
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+impl ClusterRecord {
+    /// The recorded configuration as a value (null attributes when unreadable).
+    fn config_value(&self) -> Value {
+        serde_json::to_vec(&self.config)
+            .ok()
+            .and_then(|b| tfplugin::json::decode(&b, &config_type()).ok())
+            .unwrap_or_else(|| Value::object(CONFIG_ATTRS.iter().map(|a| (*a, Value::Null))))
+    }
+}
+
+fn node_object_type() -> Vec<Attribute> {
+    vec![
+        Attribute::computed("name", Type::String).description("Node name."),
+        Attribute::computed("role", Type::String).description("`control-plane` or `worker`."),
+        Attribute::computed("private_ip", Type::String)
+            .description("Address on the cluster's private network."),
+        Attribute::computed("image_version", Type::String)
+            .description("Image version the node reported when it joined."),
+        Attribute::computed("joined", Type::Bool).description(
+            "True when a control plane lists the node as a member (it passed attestation).",
+        ),
+        Attribute::computed("verification_endpoint", Type::String).description(
+            "`host:port` of the node's verification service (gRPC), reachable from the \
+             machine running Terraform; feed it to `constellation_cluster_verification`.",
+        ),
+    ]
+}
+
+fn err(summary: &str, detail: impl Into<String>) -> Diagnostics {
+    let mut d = Diagnostics::new();
+    d.error(summary, detail);
+    d
+}
+
+fn err_at(path: &str, summary: &str, detail: impl Into<String>) -> Diagnostics {
+    let mut d = Diagnostics::new();
+    d.error_at(AttributePath::new(path), summary, detail);
+    d
+}
+
+/// Secrets the provider holds while creating a cluster.
+struct Secrets {
+    master: Zeroizing<Vec<u8>>,
+    master_salt: Zeroizing<Vec<u8>>,
+    measurement_salt: Vec<u8>,
+    generated: bool,
+}
+
+fn random_bytes(n: usize) -> Zeroizing<Vec<u8>> {
+    use rand::RngCore as _;
+    let mut v = Zeroizing::new(vec![0u8; n]);
+    rand::thread_rng().fill_bytes(&mut v);
+    v
+}
+
+fn validators_for(config_json: &str) -> Result<(AttestationConfig, Validators), Diagnostics> {
+    let cfg = AttestationConfig::from_json(config_json.as_bytes()).map_err(|e| {
+        err_at(
+            "attestation_config",
+            "Invalid attestation config",
+            e.to_string(),
+        )
+    })?;
+    let v = cfg.validators().map_err(|e| {
+        err_at(
+            "attestation_config",
+            "Unsupported attestation config",
+            e.to_string(),
+        )
+    })?;
+    Ok((cfg, Validators::new(v)))
+}
+
+fn owner_from_state(state: &Value) -> Option<OwnerCredential> {
+    let s = |k: &str| state.get_attr(k).and_then(Value::as_str).map(str::to_owned);
+    Some(OwnerCredential {
+        ca_pem: s("cluster_ca_pem")?,
+        cert_pem: s("owner_certificate_pem")?,
+        key_pem: Zeroizing::new(s("owner_private_key_pem")?),
+    })
+}
+
+/// Waits with the context's cancellation and a deadline.
+async fn pause(ctx: &Context, deadline: Instant, what: &str) -> Result<(), Diagnostics> {
+    if Instant::now() >= deadline {
+        return Err(err(
+            "Timed out",
+            format!(
+                "Timed out {what}. Raise the timeout in the `timeouts` block if the machine is slow (TCG emulation is)."
+            ),
+        ));
+    }
+    tokio::select! {
+        () = ctx.cancellation().cancelled() => Err(err("Cancelled", format!("Cancelled {what}."))),
+        () = tokio::time::sleep(Duration::from_secs(2)) => Ok(()),
+    }
+}
+
+/// The cluster as the control planes see it: member name → (image version).
+async fn members(
+    record: &ClusterRecord,
+    owner: &OwnerCredential,
+) -> Result<(BTreeMap<String, String>, Option<String>, String), String> {
+    let mut out = BTreeMap::new();
+    let mut last_err = None;
+    let mut att = None;
+    let mut k8s = String::new();
+    for cp in record.control_planes() {
+        let Some(addr) = cp.endpoints.management else {
+            continue;
+        };
+        match node_client::status(addr, owner).await {
+            Ok(st) => {
+                for n in st.nodes {
+                    out.insert(n.name, n.image_version);
+                }
+                att.get_or_insert(st.attestation_config_json);
+                k8s = st.kubernetes_status;
+            }
+            Err(e) => last_err = Some(e.to_string()),
+        }
+    }
+    if out.is_empty()
+        && let Some(e) = last_err
+    {
+        return Err(e);
+    }
+    Ok((out, att, k8s))
+}
+
+impl ClusterResource {
+    fn schema_v0() -> Schema {
+        let qemu = Block::new()
+            .description("The local QEMU backend: one VM per node with OVMF and swtpm.")
+            .attribute(
+                Attribute::optional("vcpus", Type::Number).description("vCPUs per VM (default 2)."),
+            )
+            .attribute(
+                Attribute::optional("memory_mib", Type::Number)
+                    .description("Memory per VM in MiB (default 2048)."),
+            )
+            .attribute(
+                Attribute::optional("state_disk_mib", Type::Number)
+                    .description("Size of each node's encrypted state disk in MiB (default 1024)."),
+            )
+            .attribute(Attribute::optional("accel", Type::String).description(
+                "`tcg` (default: software emulation, works everywhere) or `kvm` (needs a \
+                 working /dev/kvm; nested KVM hangs on some hosts).",
+            ))
+            .attribute(
+                Attribute::optional("working_dir", Type::String).description(
+                    "Directory for the VMs' disks, TPM state, sockets and logs, relative to the \
+                 Terraform working directory (default `.constellation/<name>`). Destroy \
+                 removes it. Keep the path short: unix sockets live in it.",
+                ),
+            );
+        let timeouts = Block::new()
+            .description("How long operations may take (e.g. \"30m\").")
+            .attribute(Attribute::optional("create", Type::String).description("Default 30m."))
+            .attribute(Attribute::optional("update", Type::String).description("Default 30m."))
+            .attribute(Attribute::optional("delete", Type::String).description("Default 10m."));
+        Schema::new(
+            Block::new()
+                .description(
+                    "A confidential cluster: measured nodes that prove their image by remote \
+                     attestation before they get any secret. Create boots the nodes, validates \
+                     the first control plane over attested TLS, initialises it and waits until \
+                     every node joined (each one attested by the control plane). Changing \
+                     `worker_count` scales in place; `attestation_config` is updated in place \
+                     on every control plane.",
+                )
+                .attribute(Attribute::required("name", Type::String).description(
+                    "Cluster name: lowercase letters, digits, dashes (≤ 30). Changing it replaces the cluster.",
+                ))
+                .attribute(Attribute::optional("control_plane_count", Type::Number).description(
+                    "Control planes (default 1, at most 9). Changing it replaces the cluster.",
+                ))
+                .attribute(Attribute::optional("worker_count", Type::Number).description(
+                    "Workers (default 1, 0 to 100). Changed in place.",
+                ))
+                .attribute(Attribute::required("image_reference", Type::String).description(
+                    "The node image: `data.constellation_image.<name>.reference`. Changing it \
+                     replaces the cluster (in-place upgrades come later).",
+                ))
+                .attribute(Attribute::required("attestation_config", Type::String).description(
+                    "What nodes must prove: `data.constellation_attestation.<name>.config_json`. \
+                     Updated in place on every control plane.",
+                ))
+                .attribute(Attribute::optional("kubernetes_version", Type::String).description(
+                    "Kubernetes version to bring up; must be the one the image carries. Null: no \
+                     Kubernetes (the nodes still attest, encrypt their disks and mesh).",
+                ))
+                .attribute(
+                    Attribute::optional(
+                        "network",
+                        NestedAttributes::single([
+                            Attribute::optional("node_cidr", Type::String).description(
+                                "Private network of the nodes (default 10.42.0.0/24, prefix 8 to 24).",
+                            ),
+                            Attribute::optional("pod_cidr", Type::String).description(
+                                "Kubernetes pod network (default 10.244.0.0/16).",
+                            ),
+                            Attribute::optional("service_cidr", Type::String).description(
+                                "Kubernetes service network (default 10.96.0.0/12).",
+                            ),
+                        ]),
+                    )
+                    .description("Networks; changing any replaces the cluster."),
+                )
+                .attribute(Attribute::optional("master_secret_wo", Type::String).write_only().description(
+                    "Master secret as hex (32 bytes recommended; `openssl rand -hex 32`). \
+                     Write-only: never stored in state. When unset the provider generates one \
+                     and keeps it in the sensitive `master_secret` attribute (needed for \
+                     recovery).",
+                ))
+                .attribute(Attribute::optional("master_secret_wo_version", Type::Number).description(
+                    "Set with `master_secret_wo`; changing it replaces the cluster.",
+                ))
+                .attribute(Attribute::computed("id", Type::String).description(
+                    "The cluster's working directory (absolute); also the import ID.",
+                ))
+                .attribute(Attribute::computed("cluster_id", Type::String).description(
+                    "Cluster ID (hex); PCR 15 of every node is extended with it (see `provider::constellation::expected_pcr15`).",
+                ))
+                .attribute(Attribute::computed("image_version", Type::String).description("Image version the nodes run."))
+                .attribute(Attribute::computed("management_endpoint", Type::String).description(
+                    "`host:port` of the first control plane's management API (mutual TLS with the owner certificate).",
+                ))
+                .attribute(Attribute::computed("verification_endpoint", Type::String).description(
+                    "`host:port` of the first control plane's verification service (gRPC).",
+                ))
+                .attribute(Attribute::computed("nodes", NestedAttributes::list(node_object_type())).description(
+                    "Every node with its role, address and whether it joined.",
+                ))
+                .attribute(Attribute::computed("cluster_ca_pem", Type::String).description(
+                    "Certificate of the cluster CA (derived from the master secret).",
+                ))
+                .attribute(Attribute::computed("owner_certificate_pem", Type::String).description(
+                    "Owner certificate for the management API.",
+                ))
+                .attribute(Attribute::computed("owner_private_key_pem", Type::String).sensitive().description(
+                    "Private key of the owner certificate.",
+                ))
+                .attribute(Attribute::computed("kubeconfig", Type::String).sensitive().description(
+                    "Admin kubeconfig; null when Kubernetes does not run.",
+                ))
+                .attribute(Attribute::computed("kubernetes_status", Type::String).description(
+                    "What the control plane reports about Kubernetes, e.g. `not installed`.",
+                ))
+                .attribute(Attribute::computed("master_secret", Type::String).sensitive().description(
+                    "The generated master secret (hex); null when `master_secret_wo` is used. Keep \
+                     it: recovering a control plane whose disk cannot be unlocked needs it.",
+                ))
+                .attribute(Attribute::computed("master_salt", Type::String).sensitive().description(
+                    "Salt of the key derivation (hex); needed with the master secret for recovery.",
+                ))
+                .block(NestedBlock::single(
+                    "cloud",
+                    Block::new()
+                        .description("Where the nodes run (required). Only `qemu` so far; changing it replaces the cluster.")
+                        .block(NestedBlock::single("qemu", qemu)),
+                ))
+                .block(NestedBlock::single("timeouts", timeouts)),
+        )
+    }
+
+    fn state_from(
+        record: &ClusterRecord,
+        config: &Value,
+        prior: &Value,
+        joined: &BTreeMap<String, String>,
+    ) -> Value {
+        let keep = |k: &str| prior.get_attr(k).cloned().unwrap_or(Value::Null);
+        let cp0 = record.control_planes().next();
+        let s = |x: Option<String>| x.map_or(Value::Null, Value::string);
+        let nodes = Value::list(record.nodes.iter().map(|n| {
+            Value::object([
+                ("name", Value::string(n.name.clone())),
+                ("role", Value::string(n.role.as_str())),
+                ("private_ip", Value::string(n.private_ip.to_string())),
+                (
+                    "image_version",
+                    Value::string(
+                        joined
+                            .get(&n.name)
+                            .filter(|v| !v.is_empty())
+                            .cloned()
+                            .unwrap_or_else(|| record.image_version.clone()),
+                    ),
+                ),
+                ("joined", Value::Bool(joined.contains_key(&n.name))),
+                (
+                    "verification_endpoint",
+                    Value::string(n.endpoints.verify_grpc.to_string()),
+                ),
+            ])
+        }));
+        let mut attrs: Vec<(&str, Value)> = CONFIG_ATTRS
+            .iter()
+            .map(|a| (*a, config.get_attr(a).cloned().unwrap_or(Value::Null)))
+            .collect();
+        attrs.extend([
+            ("master_secret_wo", Value::Null),
+            (
+                "id",
+                Value::string(record.qemu.work_dir.display().to_string()),
+            ),
+            ("cluster_id", s(record.cluster_id.clone())),
+            ("image_version", Value::string(record.image_version.clone())),
+            (
+                "management_endpoint",
+                s(cp0
+                    .and_then(|c| c.endpoints.management)
+                    .map(|a| a.to_string())),
+            ),
+            (
+                "verification_endpoint",
+                s(cp0.map(|c| c.endpoints.verify_grpc.to_string())),
+            ),
+            ("nodes", nodes),
+            ("cluster_ca_pem", keep("cluster_ca_pem")),
+            ("owner_certificate_pem", keep("owner_certificate_pem")),
+            ("owner_private_key_pem", keep("owner_private_key_pem")),
+            ("kubeconfig", keep("kubeconfig")),
+            ("kubernetes_status", keep("kubernetes_status")),
+            ("master_secret", keep("master_secret")),
+            ("master_salt", keep("master_salt")),
+        ]);
+        Value::object(attrs)
+    }
+
+    fn node_spec(
+        cfg: &ClusterConfig,
+        role: Role,
+        index: u32,
+        join: &[String],
+        init_hash: Option<&str>,
+        image_version: &str,
+    ) -> Result<NodeSpec, Diagnostics> {
+        let (name, ip) = match role {
+            Role::ControlPlane => (cfg.control_plane_name(index), cfg.control_plane_ip(index)),
+            Role::Worker => (cfg.worker_name(index), cfg.worker_ip(index)),
+        };
+        let ip = ip.ok_or_else(|| {
+            err_at(
+                "network",
+                "Node network too small",
+                format!(
+                    "No address left in {}/{} for {name}; use a larger node_cidr.",
+                    cfg.node_cidr.addr, cfg.node_cidr.prefix
+                ),
+            )
+        })?;
+        Ok(NodeSpec {
+            name,
+            role,
+            private_ip: ip,
+            prefix_len: cfg.node_cidr.prefix,
+            join_endpoints: join.to_vec(),
+            init_secret_hash: init_hash.map(str::to_owned),
+            image_version: image_version.to_owned(),
+        })
+    }
+
+    fn join_endpoints(record: &ClusterRecord) -> Vec<String> {
+        record
+            .control_planes()
+            .map(|c| format!("{}:{}", c.private_ip, constellation_node_api::ports::JOIN))
+            .collect()
+    }
+
+    /// Creates a VM and records it.
+    async fn add_node(record: &mut ClusterRecord, spec: &NodeSpec) -> Result<(), Diagnostics> {
+        let node = record
+            .cloud()
+            .create_node(spec)
+            .await
+            .map_err(|e| err("Starting a node failed", e.to_string()))?;
+        record.nodes.push(node);
+        record
+            .save()
+            .map_err(|e| err("Recording the cluster failed", e))
+    }
+
+    /// Waits until the first control plane answers the aTLS handshake with a valid
+    /// attestation, then runs Init. Returns the success message.
+    async fn initialise(
+        ctx: &Context,
+        record: &ClusterRecord,
+        cfg: &ClusterConfig,
+        secrets: &Secrets,
+        init_secret: &[u8],
+        deadline: Instant,
+    ) -> Result<constellation_node_api::v1::InitSuccess, Diagnostics> {
+        let (_, validators) = validators_for(&cfg.attestation_config)?;
+        let cp0 = record
+            .control_planes()
+            .next()
+            .ok_or_else(|| err("No control plane", "The cluster has no control plane."))?
+            .clone();
+        let Some(addr) = cp0.endpoints.init else {
+            return Err(err(
+                "No Init endpoint",
+                "The first control plane has no Init port forward.",
+            ));
+        };
+        let cloud = record.cloud();
+        let started = Instant::now();
+        let mut last;
+        let channel = loop {
+            match node_client::attested_channel(addr, validators.clone(), Duration::from_secs(60))
+                .await
+            {
+                Ok(c) => break c,
+                Err(e) => {
+                    let msg = e.to_string();
+                    // A node that attests with wrong measurements will not change its mind.
+                    if msg.contains("measurement(s) differ") {
+                        return Err(err(
+                            "The first control plane failed attestation",
+                            format!(
+                                "{}\nThe node does not match `attestation_config`; Init was not sent and the master secret did not leave the provider. Check that the attestation config was built from the same image and that the image was not modified.",
+                                name_pcrs(&msg)
+                            ),
+                        ));
+                    }
+                    last = msg;
+                }
+            }
+            if cloud.machine_state(&cp0).await == MachineState::Gone {
+                return Err(err(
+                    "The first control plane stopped",
+                    format!(
+                        "{} is no longer running. Its console log ends with:\n{}",
+                        cp0.name,
+                        strip_ansi(&cloud.console_tail(&cp0, 3000).await)
+                    ),
+                ));
+            }
+            if Instant::now() + Duration::from_secs(2) >= deadline {
+                return Err(err(
+                    "The first control plane did not come up",
+                    format!(
+                        "No attested connection to {} at {addr} before the create timeout; last error: {last}\nConsole log:\n{}",
+                        cp0.name,
+                        strip_ansi(&cloud.console_tail(&cp0, 3000).await)
+                    ),
+                ));
+            }
+            pause(ctx, deadline, "waiting for the first control plane to boot").await?;
+        };
+        tracing::info!(node = %cp0.name, after_s = started.elapsed().as_secs_f64(), "first control plane attested");
+        let request = InitRequest {
+            master_secret: secrets.master.to_vec(),
+            master_salt: secrets.master_salt.to_vec(),
+            measurement_salt: secrets.measurement_salt.clone(),
+            cluster_name: cfg.name.clone(),
+            init_secret: init_secret.to_vec(),
+            attestation_config_json: cfg.attestation_config.clone(),
+            kubernetes_version: cfg.kubernetes_version.clone().unwrap_or_default(),
+        };
+        let name = cp0.name.clone();
+        let fut = node_client::init(channel, addr, request, |line| {
+            tracing::info!(node = %name, "{line}");
+        });
+        tokio::select! {
+            () = ctx.cancellation().cancelled() => Err(err("Cancelled", "Cancelled during Init.")),
+            r = fut => r.map_err(|e| err("Init failed", e.to_string())),
+        }
+    }
+
+    /// Waits until every recorded node is a member.
+    async fn wait_joined(
+        ctx: &Context,
+        record: &ClusterRecord,
+        owner: &OwnerCredential,
+        deadline: Instant,
+    ) -> Result<BTreeMap<String, String>, Diagnostics> {
+        let cloud = record.cloud();
+        loop {
+            let (joined, _, _) = members(record, owner).await.unwrap_or_default();
+            let missing: Vec<&NodeRecord> = record
+                .nodes
+                .iter()
+                .filter(|n| !joined.contains_key(&n.name))
+                .collect();
+            if missing.is_empty() {
+                return Ok(joined);
+            }
+            if let Some(refusal) = refusals(&cloud, record, &missing).await {
+                return Err(refusal);
+            }
+            for n in &missing {
+                if cloud.machine_state(n).await == MachineState::Gone {
+                    return Err(err(
+                        "A node stopped before joining",
+                        format!(
+                            "{} is no longer running. Its console log ends with:\n{}",
+                            n.name,
+                            strip_ansi(&cloud.console_tail(n, 3000).await)
+                        ),
+                    ));
+                }
+            }
+            if Instant::now() + Duration::from_secs(2) >= deadline {
+                let mut detail = String::new();
+                for n in &missing {
+                    detail.push_str(&format!(
+                        "{} has not joined. Its console log ends with:\n{}\n",
+                        n.name,
+                        strip_ansi(&cloud.console_tail(n, 3000).await)
+                    ));
+                }
+                return Err(err("Nodes did not join in time", detail));
+            }
+            pause(ctx, deadline, "waiting for nodes to join").await?;
+        }
+    }
+
+    async fn create_inner(
+        ctx: &Context,
+        req: &ApplyRequest,
+        record: &mut Option<ClusterRecord>,
+    ) -> Result<Value, Diagnostics> {
+        let (cfg, d) = cluster_config::parse(&req.config);
+        let Some(cfg) = cfg else {
+            return Err(if d.has_errors() {
+                d
+            } else {
+                err(
+                    "Configuration not known",
+                    "Some values are still unknown at apply time.",
+                )
+            });
+        };
+        let deadline = Instant::now() + cfg.create_timeout;
+        let manifest = cluster_config::image_manifest(&cfg.image_reference)
+            .map_err(|e| err_at("image_reference", "Image missing", e))?;
+        let work_dir = cfg.work_dir();
+        if ClusterRecord::load(&work_dir)
+            .map_err(|e| err("Unreadable cluster record", e))?
+            .is_some()
+        {
+            return Err(err_at(
+                "name",
+                "A cluster already exists there",
+                format!(
+                    "{} holds another cluster. Import it (`terraform import` with that directory as ID) or destroy it first.",
+                    work_dir.display()
+                ),
+            ));
+        }
+        let qemu = QemuOptions {
+            work_dir: work_dir.clone(),
+            image_disk: PathBuf::from(&cfg.image_reference),
+            vcpus: cfg.qemu.vcpus,
+            memory_mib: cfg.qemu.memory_mib,
+            state_disk_mib: cfg.qemu.state_disk_mib,
+            accel: cfg.qemu.accel,
+            network: PrivateNetwork::random(),
+            ovmf_code: OVMF_CODE.into(),
+            ovmf_vars: OVMF_VARS.into(),
+        };
+        let cloud = QemuCloud::new(qemu.clone());
+        cloud
+            .prepare()
+            .await
+            .map_err(|e| err("The QEMU backend is not ready", e.to_string()))?;
+        let rec = record.insert(ClusterRecord {
+            format: 1,
+            name: cfg.name.clone(),
+            qemu,
+            nodes: Vec::new(),
+            next_worker: 0,
+            cluster_id: None,
+            image_version: manifest.version.clone(),
+            config: config_echo(&req.planned_state),
+        });
+        rec.save()
+            .map_err(|e| err("Recording the cluster failed", e))?;
+
+        let secrets = match req
+            .config
+            .get_attr("master_secret_wo")
+            .and_then(Value::as_str)
+        {
+            Some(s) => Secrets {
+                master: cluster_config::parse_master_secret(s)
+                    .map_err(|e| err_at("master_secret_wo", "Invalid master secret", e))?,
+                master_salt: random_bytes(32),
+                measurement_salt: random_bytes(32).to_vec(),
+                generated: false,
+            },
+            None => Secrets {
+                master: random_bytes(32),
+                master_salt: random_bytes(32),
+                measurement_salt: random_bytes(32).to_vec(),
+                generated: true,
+            },
+        };
+        let init_secret = random_bytes(32);
+        let init_hash = {
+            let s = init_secret.clone();
+            tokio::task::spawn_blocking(move || hash_init_secret(&s))
+                .await
+                .map_err(|e| err("Hashing the init secret failed", e.to_string()))?
+                .map_err(|e| err("Hashing the init secret failed", e))?
+        };
+
+        let t0 = Instant::now();
+        let spec = Self::node_spec(
+            &cfg,
+            Role::ControlPlane,
+            0,
+            &[],
+            Some(&init_hash),
+            &manifest.version,
+        )?;
+        Self::add_node(rec, &spec).await?;
+        let join = Self::join_endpoints(rec);
+        for i in 1..cfg.control_plane_count as u32 {
+            let spec =
+                Self::node_spec(&cfg, Role::ControlPlane, i, &join, None, &manifest.version)?;
+            Self::add_node(rec, &spec).await?;
+        }
+        for _ in 0..cfg.worker_count {
+            let i = rec.next_worker;
+            rec.next_worker += 1;
+            let spec = Self::node_spec(&cfg, Role::Worker, i, &join, None, &manifest.version)?;
+            Self::add_node(rec, &spec).await?;
+        }
+        tracing::info!(
+            nodes = rec.nodes.len(),
+            secs = t0.elapsed().as_secs_f64(),
+            "VMs started"
+        );
+
+        let ok = Self::initialise(ctx, rec, &cfg, &secrets, &init_secret, deadline).await?;
+        tracing::info!(secs = t0.elapsed().as_secs_f64(), "cluster initialised");
+        rec.cluster_id = Some(hex::encode(&ok.cluster_id));
+        rec.save()
+            .map_err(|e| err("Recording the cluster failed", e))?;
+        let owner = OwnerCredential {
+            ca_pem: ok.cluster_ca_pem.clone(),
+            cert_pem: ok.owner_certificate_pem.clone(),
+            key_pem: Zeroizing::new(ok.owner_private_key_pem.clone()),
+        };
+        let joined = Self::wait_joined(ctx, rec, &owner, deadline).await?;
+        tracing::info!(secs = t0.elapsed().as_secs_f64(), "all nodes joined");
+
+        let kubeconfig = if ok.kubeconfig.is_empty() {
+            Value::Null
+        } else {
+            Value::string(String::from_utf8_lossy(&ok.kubeconfig).into_owned())
+        };
+        let prior = Value::object([
+            ("cluster_ca_pem", Value::string(ok.cluster_ca_pem)),
+            (
+                "owner_certificate_pem",
+                Value::string(ok.owner_certificate_pem),
+            ),
+            (
+                "owner_private_key_pem",
+                Value::string(ok.owner_private_key_pem),
+            ),
+            ("kubeconfig", kubeconfig),
+            ("kubernetes_status", Value::string(ok.kubernetes_status)),
+            (
+                "master_secret",
+                if secrets.generated {
+                    Value::string(hex::encode(&*secrets.master))
+                } else {
+                    Value::Null
+                },
+            ),
+            (
+                "master_salt",
+                Value::string(hex::encode(&*secrets.master_salt)),
+            ),
+        ]);
+        Ok(Self::state_from(rec, &req.planned_state, &prior, &joined))
+    }
+
+    async fn update_inner(ctx: &Context, req: &ApplyRequest) -> Result<Value, Diagnostics> {
+        let (cfg, d) = cluster_config::parse(&req.config);
+        let Some(cfg) = cfg else {
+            return Err(if d.has_errors() {
+                d
+            } else {
+                err(
+                    "Configuration not known",
+                    "Some values are still unknown at apply time.",
+                )
+            });
+        };
+        let deadline = Instant::now() + cfg.update_timeout;
+        let dir = work_dir_of(&req.prior_state)?;
+        let mut record = ClusterRecord::load(&dir)
+            .map_err(|e| err("Unreadable cluster record", e))?
+            .ok_or_else(|| {
+                err(
+                    "Cluster vanished",
+                    format!(
+                        "{} holds no cluster any more; run `terraform apply` again to recreate it.",
+                        dir.display()
+                    ),
+                )
+            })?;
+        let owner = owner_from_state(&req.prior_state).ok_or_else(|| {
+            err(
+                "No owner credential",
+                "The state holds no owner credential (e.g. after an import), so the cluster cannot be changed by this provider. Recreate the cluster to manage it.",
+            )
+        })?;
+
+        // Attestation config: push to every control plane (the join service validates the
+        // next joiner with it, no restart).
+        let old_att = req
+            .prior_state
+            .get_attr("attestation_config")
+            .and_then(Value::as_str);
+        if old_att != Some(cfg.attestation_config.as_str()) {
+            validators_for(&cfg.attestation_config)?;
+            for cp in record.control_planes() {
+                let Some(addr) = cp.endpoints.management else {
+                    continue;
+                };
+                let mut c = node_client::management(addr, &owner)
+                    .await
+                    .map_err(|e| err("Updating the attestation config failed", e.to_string()))?;
+                c.set_attestation_config(constellation_node_api::v1::SetAttestationConfigRequest {
+                    attestation_config_json: cfg.attestation_config.clone(),
+                })
+                .await
+                .map_err(|s| {
+                    err_at(
+                        "attestation_config",
+                        "The control plane refused the attestation config",
+                        format!("{}: {}", cp.name, s.message()),
+                    )
+                })?;
+                tracing::info!(node = %cp.name, "attestation config updated");
+            }
+        }
+
+        // Workers: drop the ones whose VM is gone, then scale to the wanted count.
+        let cloud = record.cloud();
+        let mut alive = Vec::new();
+        for n in record.nodes.clone() {
+            if n.role == Role::Worker && cloud.machine_state(&n).await == MachineState::Gone {
+                tracing::warn!(node = %n.name, "worker VM is gone; removing it");
+                let _ = node_client::remove_node(first_mgmt(&record)?, &owner, &n.name).await;
+                cloud
+                    .delete_node(&n)
+                    .await
+                    .map_err(|e| err("Removing a node failed", e.to_string()))?;
+            } else {
+                alive.push(n);
+            }
+        }
+        record.nodes = alive;
+        record
+            .save()
+            .map_err(|e| err("Recording the cluster failed", e))?;
+        let workers: Vec<NodeRecord> = record
+            .nodes
+            .iter()
+            .filter(|n| n.role == Role::Worker)
+            .cloned()
+            .collect();
+        let want = cfg.worker_count as usize;
+        if workers.len() > want {
+            // Highest numbers first: the newest workers go.
+            let mut sorted = workers.clone();
+            sorted.sort_by_key(|n| std::cmp::Reverse(worker_number(&n.name)));
+            for n in sorted.iter().take(workers.len() - want) {
+                node_client::remove_node(first_mgmt(&record)?, &owner, &n.name)
+                    .await
+                    .map_err(|e| err("Removing a node from the cluster failed", e.to_string()))?;
+                cloud
+                    .delete_node(n)
+                    .await
+                    .map_err(|e| err("Removing a node failed", e.to_string()))?;
+                record.nodes.retain(|x| x.name != n.name);
+                record
+                    .save()
+                    .map_err(|e| err("Recording the cluster failed", e))?;
+                tracing::info!(node = %n.name, "worker removed");
+            }
+        } else if workers.len() < want {
+            let join = Self::join_endpoints(&record);
+            for _ in workers.len()..want {
+                let i = record.next_worker;
+                record.next_worker += 1;
+                let spec = Self::node_spec(
+                    &cfg,
+                    Role::Worker,
+                    i,
+                    &join,
+                    None,
+                    &record.image_version.clone(),
+                )?;
+                Self::add_node(&mut record, &spec).await?;
+            }
+        }
+        record.config = config_echo(&req.planned_state);
+        record
+            .save()
+            .map_err(|e| err("Recording the cluster failed", e))?;
+        let joined = Self::wait_joined(ctx, &record, &owner, deadline).await?;
+        Ok(Self::state_from(
+            &record,
+            &req.planned_state,
+            &req.prior_state,
+            &joined,
+        ))
+    }
+}
+
+/// Validator messages number registers by index; for vTPM variants those are PCRs, and the
+/// user should read "PCR 9", not "index 9".
+fn name_pcrs(text: &str) -> String {
+    text.replace("index ", "PCR ")
+}
+
+/// Removes ANSI escape sequences (the node logs in colour to its console).
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                // CSI: parameters and intermediates up to a final byte in @..~.
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A control plane that refused a joining node says why in its log ("aTLS handshake
+/// refused" with the peer's address and the validator's reasons). Finding it turns a long
+/// wait for a timeout into an immediate error naming the failed measurements.
+async fn refusals(
+    cloud: &QemuCloud,
+    record: &ClusterRecord,
+    missing: &[&NodeRecord],
+) -> Option<Diagnostics> {
+    for cp in record.control_planes() {
+        let log = strip_ansi(&cloud.console_tail(cp, 64 * 1024).await);
+        for n in missing {
+            let peer = format!("peer={}:", n.private_ip);
+            if let Some(line) = log
+                .lines()
+                .rev()
+                .find(|l| l.contains("handshake refused") && l.contains(&peer))
+            {
+                let reason = name_pcrs(line.split_once("error=").map_or(line, |(_, r)| r).trim());
+                return Some(err(
+                    "A node was refused at join",
+                    format!(
+                        "Control plane {} refused {} ({}): {reason}\nThe node does not match `attestation_config`: it booted a different image or was tampered with. It got no key and no ticket.",
+                        cp.name, n.name, n.private_ip
+                    ),
+                ));
+            }
+        }
+    }
+    None
+}
+
+fn first_mgmt(record: &ClusterRecord) -> Result<SocketAddr, Diagnostics> {
+    record
+        .control_planes()
+        .find_map(|c| c.endpoints.management)
+        .ok_or_else(|| {
+            err(
+                "No control plane",
+                "The cluster has no reachable control plane.",
+            )
+        })
+}
+
+fn worker_number(name: &str) -> u32 {
+    name.rsplit('-')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+fn work_dir_of(state: &Value) -> Result<PathBuf, Diagnostics> {
+    state
+        .get_attr("id")
+        .and_then(Value::as_str)
+        .map(PathBuf::from)
+        .ok_or_else(|| {
+            err(
+                "Corrupt state",
+                "The state has no `id` (working directory).",
+            )
+        })
+}
+
+/// argon2id PHC hash of the init secret, as the node verifies it.
+fn hash_init_secret(secret: &[u8]) -> Result<String, String> {
+    use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
+    let salt = SaltString::generate(&mut OsRng);
+    argon2::Argon2::default()
+        .hash_password(secret, &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| e.to_string())
+}
+
+#[tfplugin::async_trait]
+impl Resource for ClusterResource {
+    fn type_name(&self) -> &str {
+        TYPE_NAME
+    }
+
+    fn schema(&self) -> Schema {
+        Self::schema_v0()
+    }
+
+    fn requires_replace(&self) -> Vec<AttributePath> {
+        [
+            "name",
+            "cloud",
+            "control_plane_count",
+            "image_reference",
+            "kubernetes_version",
+            "network",
+            "master_secret_wo_version",
+        ]
+        .into_iter()
+        .map(AttributePath::new)
+        .collect()
+    }
+
+    async fn validate(&self, _ctx: &Context, config: &Value) -> Diagnostics {
+        cluster_config::parse(config).1
+    }
+
+    async fn modify_plan(&self, _ctx: &Context, request: &PlanRequest, plan: &mut PlanResponse) {
+        if request.is_create() || request.is_destroy() {
+            return;
+        }
+        // Values fixed at creation stay as they are on in-place updates.
+        for a in [
+            "id",
+            "cluster_id",
+            "image_version",
+            "management_endpoint",
+            "verification_endpoint",
+            "cluster_ca_pem",
+            "owner_certificate_pem",
+            "owner_private_key_pem",
+            "kubeconfig",
+            "kubernetes_status",
+            "master_secret",
+            "master_salt",
+        ] {
+            plan.use_prior_if_unknown(&request.prior_state, &AttributePath::new(a));
+        }
+        if request.prior_state.get_attr("worker_count")
+            == request.proposed_new_state.get_attr("worker_count")
+        {
+            plan.use_prior_if_unknown(&request.prior_state, &AttributePath::new("nodes"));
+        }
+    }
+
+    async fn read(&self, _ctx: &Context, request: ReadRequest) -> StateResponse {
+        let prior = &request.current_state;
+        let Ok(dir) = work_dir_of(prior) else {
+            return StateResponse::new(Value::Null);
+        };
+        let record = match ClusterRecord::load(&dir) {
+            Ok(Some(r)) => r,
+            // The working directory is gone: so is the cluster.
+            Ok(None) => {
+                tracing::warn!(dir = %dir.display(), "cluster record missing; removing the cluster from state");
+                return StateResponse::new(Value::Null);
+            }
+            Err(e) => return StateResponse::from_diagnostics(err("Unreadable cluster record", e)),
+        };
+        let cloud = record.cloud();
+        let mut running = BTreeSet::new();
+        for n in &record.nodes {
+            if cloud.machine_state(n).await != MachineState::Gone {
+                running.insert(n.name.clone());
+            }
+        }
+        if running.is_empty() {
+            tracing::warn!(dir = %dir.display(), "no VM of the cluster runs; removing it from state");
+            return StateResponse::new(Value::Null);
+        }
+        let mut d = Diagnostics::new();
+        let mut state_cfg = prior.clone();
+        let (joined, att) = match owner_from_state(prior) {
+            Some(owner) => match members(&record, &owner).await {
+                Ok((j, att, _)) => (j, att),
+                Err(e) => {
+                    d.warning("Control planes unreachable", format!("Could not ask the control planes for members: {e}. Node membership is shown as last known."));
+                    (prior_joined(prior), None)
+                }
+            },
+            None => (attested_members(&record, prior, &running).await, None),
+        };
+        // Drift: counts are what actually runs, so a plan restores the configured numbers;
+        // the attestation config is what the control planes enforce.
+        for (attr, role, default) in [
+            ("control_plane_count", Role::ControlPlane, 1u64),
+            ("worker_count", Role::Worker, 1u64),
+        ] {
+            let configured = prior
+                .get_attr(attr)
+                .and_then(Value::as_number)
+                .and_then(|n| n.as_u64())
+                .unwrap_or(default);
+            let actual = record
+                .nodes
+                .iter()
+                .filter(|n| n.role == role && running.contains(&n.name))
+                .count() as u64;
+            if actual != configured {
+                tracing::warn!(attr, configured, actual, "node count drifted");
+                let _ = state_cfg.set_at(&AttributePath::new(attr), Value::number(actual));
+            }
+        }
+        if let Some(a) = att
+            && !a.is_empty()
+            && prior.get_attr("attestation_config").and_then(Value::as_str) != Some(a.as_str())
+        {
+            // The same config may be spelled differently; only report a semantic change.
+            let same = matches!(
+                (AttestationConfig::from_json(a.as_bytes()), prior.get_attr("attestation_config").and_then(Value::as_str).map(|p| AttestationConfig::from_json(p.as_bytes()))),
+                (Ok(x), Some(Ok(y))) if x == y
+            );
+            if !same {
+                let _ =
+                    state_cfg.set_at(&AttributePath::new("attestation_config"), Value::string(a));
+            }
+        }
+        let mut state = Self::state_from(&record, &state_cfg, prior, &joined);
+        // Nodes whose VM is gone are reported as not joined.
+        if let Some(Value::List(nodes)) = state.get_attr("nodes").cloned() {
+            let nodes = nodes
+                .into_iter()
+                .map(|mut n| {
+                    let name = n
+                        .get_attr("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned();
+                    if !running.contains(&name) {
+                        let _ = n.set_at(&AttributePath::new("joined"), Value::Bool(false));
+                    }
+                    n
+                })
+                .collect::<Vec<_>>();
+            let _ = state.set_at(&AttributePath::new("nodes"), Value::list(nodes));
+        }
+        let mut resp = StateResponse::new(state);
+        resp.diagnostics.extend(d);
+        resp
+    }
+
+    async fn create(&self, ctx: &Context, request: ApplyRequest) -> StateResponse {
+        let mut record = None;
+        match Self::create_inner(ctx, &request, &mut record).await {
+            Ok(state) => StateResponse::new(state),
+            Err(mut d) => {
+                // Nothing half-made survives a failed create: Terraform would not know it.
+                if let Some(rec) = record {
+                    if std::env::var_os("CONSTELLATION_KEEP_FAILED").is_some() {
+                        d.warning("Failed cluster kept", format!("CONSTELLATION_KEEP_FAILED is set: the VMs and logs stay in {}; remove them with `terraform import` + destroy.", rec.qemu.work_dir.display()));
+                    } else if let Err(e) = rec.cloud().destroy().await {
+                        d.error(
+                            "Cleaning up the failed cluster failed",
+                            format!(
+                                "{e}. Remove {} and its processes by hand.",
+                                rec.qemu.work_dir.display()
+                            ),
+                        );
+                    }
+                }
+                StateResponse::from_diagnostics(d)
+            }
+        }
+    }
+
+    async fn update(&self, ctx: &Context, request: ApplyRequest) -> StateResponse {
+        match Self::update_inner(ctx, &request).await {
+            Ok(state) => StateResponse::new(state),
+            Err(d) => StateResponse::from_diagnostics(d),
+        }
+    }
+
+    async fn delete(&self, _ctx: &Context, request: ApplyRequest) -> Diagnostics {
+        let Ok(dir) = work_dir_of(&request.prior_state) else {
+            return Diagnostics::new();
+        };
+        let record = match ClusterRecord::load(&dir) {
+            Ok(Some(r)) => r,
+            Ok(None) => return Diagnostics::new(),
+            Err(e) => return err("Unreadable cluster record", e),
+        };
+        let timeout = cluster_config::parse(&record.config_value())
+            .0
+            .map_or(cluster_config::DEFAULT_DELETE_TIMEOUT, |c| c.delete_timeout);
+        match tokio::time::timeout(timeout, record.cloud().destroy()).await {
+            Ok(Ok(())) => Diagnostics::new(),
+            Ok(Err(e)) => err("Destroying the cluster failed", e.to_string()),
+            Err(_) => err(
+                "Timed out",
+                format!(
+                    "Destroying the cluster took longer than {}.",
+                    humantime::format_duration(timeout)
+                ),
+            ),
+        }
+    }
+
+    async fn import(&self, _ctx: &Context, id: &str) -> ImportResponse {
+        let dir = PathBuf::from(id);
+        let dir = std::env::current_dir().map(|c| c.join(&dir)).unwrap_or(dir);
+        match ClusterRecord::load(&dir) {
+            Ok(Some(rec)) => {
+                let mut prior = rec.config_value();
+                let _ = prior.set_at(
+                    &AttributePath::new("id"),
+                    Value::string(rec.qemu.work_dir.display().to_string()),
+                );
+                let state = Self::state_from(&rec, &prior, &Value::Null, &BTreeMap::new());
+                ImportResponse::single(TYPE_NAME, state)
+            }
+            Ok(None) => ImportResponse::from_diagnostics(err(
+                "No cluster to import",
+                format!(
+                    "{} holds no {RECORD_FILE}. The import ID is the cluster's working directory (the `id` attribute), e.g. .constellation/<name>.",
+                    dir.display()
+                ),
+            )),
+            Err(e) => ImportResponse::from_diagnostics(err("Unreadable cluster record", e)),
+        }
+    }
+}
+
+/// Without an owner credential (after an import) membership is established by attestation:
+/// a node is a member when its verification service's document validates against the
+/// attestation config and its PCR 15 holds this cluster's ID.
+async fn attested_members(
+    record: &ClusterRecord,
+    prior: &Value,
+    running: &BTreeSet<String>,
+) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let (Some(att), Some(id)) = (
+        prior.get_attr("attestation_config").and_then(Value::as_str),
+        record
+            .cluster_id
+            .as_deref()
+            .and_then(|h| hex::decode(h).ok()),
+    ) else {
+        return out;
+    };
+    let Ok((_, validators)) = validators_for(att) else {
+        return out;
+    };
+    let want = constellation_attest::measurements::expected_pcr15(&id);
+    for n in record.nodes.iter().filter(|n| running.contains(&n.name)) {
+        match node_client::verify(n.endpoints.verify_grpc, &validators).await {
+            Ok(c) if c.measurements.get(&15).map(Vec::as_slice) == Some(want.as_slice()) => {
+                out.insert(n.name.clone(), record.image_version.clone());
+            }
+            Ok(_) => {
+                tracing::warn!(node = %n.name, "node attests but is not a member of this cluster (PCR 15)")
+            }
+            Err(e) => tracing::warn!(node = %n.name, error = %e, "node failed verification"),
+        }
+    }
+    out
+}
+
+fn prior_joined(prior: &Value) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    if let Some(nodes) = prior.get_attr("nodes").and_then(Value::as_elements) {
+        for n in nodes {
+            if n.get_attr("joined").and_then(Value::as_bool) == Some(true)
+                && let Some(name) = n.get_attr("name").and_then(Value::as_str)
+            {
+                let v = n
+                    .get_attr("image_version")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                out.insert(name.to_owned(), v.to_owned());
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_is_valid_and_secrets_are_hidden() {
+        let s = ClusterResource.schema();
+        assert!(s.validate().is_empty(), "{:?}", s.validate());
+        let b = &s.block;
+        for a in [
+            "owner_private_key_pem",
+            "kubeconfig",
+            "master_secret",
+            "master_salt",
+        ] {
+            assert!(b.get_attribute(a).unwrap().sensitive, "{a}");
+        }
+        assert!(b.get_attribute("master_secret_wo").unwrap().write_only);
+    }
+
+    #[test]
+    fn init_secret_hash_verifies_like_the_node_does() {
+        use argon2::{PasswordHash, PasswordVerifier};
+        let h = hash_init_secret(b"secret").unwrap();
+        let parsed = PasswordHash::new(&h).unwrap();
+        assert!(
+            argon2::Argon2::default()
+                .verify_password(b"secret", &parsed)
+                .is_ok()
+        );
+        assert!(
+            argon2::Argon2::default()
+                .verify_password(b"other", &parsed)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn console_colours_are_stripped() {
+        assert_eq!(
+            strip_ansi("\u{1b}[2m2026\u{1b}[0m \u{1b}[33m WARN\u{1b}[0m peer=10.42.0.100:1 x"),
+            "2026  WARN peer=10.42.0.100:1 x"
+        );
+    }
+
+    #[test]
+    fn worker_numbers_come_from_names() {
+        assert_eq!(worker_number("demo-worker-12"), 12);
+        assert_eq!(worker_number("demo"), 0);
+    }
+}
