@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make image`: reproducible release build of the node agent and /init, then the image assembly
-# (constellation-image build) into $1 (default image/out). Paths are remapped so that the bytes
+# (constellation-image build) into $1 (default image/out); further arguments go to
+# `constellation-image build` (e.g. `--extra-file etc/x=FILE`). Paths are remapped so that the bytes
 # do not depend on where the repository or the target directory live.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,5 +26,5 @@ echo "build-image: binaries built in $((SECONDS - t0)) s" >&2
 "$TARGET/image/constellation-image" build \
   --agent "$TARGET/image/constellation-node" \
   --init "$TARGET/image/constellation-init" \
-  --out "$OUT"
+  --out "$OUT" "${@:2}"
 echo "build-image: done in $((SECONDS - t0)) s; $(du -h "$OUT/disk.raw" | cut -f1) disk, $(du -h "$OUT/constellation.efi" | cut -f1) UKI" >&2

@@ -3,17 +3,19 @@
 # registry access) and apply an example configuration; `make demo-destroy` (`demo.sh destroy`)
 # destroys it and removes everything the demo created.
 #
-# Until the product provider exists this runs the tfplugin example provider on
-# examples/tfplugin-demo. To switch (e.g. to examples/local), change the defaults below or set
-# them in the environment: DEMO_DIR, DEMO_PACKAGE, DEMO_TARGET ("--bin NAME" or
-# "--example NAME"), DEMO_SOURCE (hostname/namespace/type as in required_providers).
+# By default it creates a local confidential cluster (examples/local: QEMU VMs booting the node
+# image, building the image first with `make image` when image/out has none). Other examples:
+# set DEMO_DIR, DEMO_PACKAGE, DEMO_TARGET ("--bin NAME" or "--example NAME") and DEMO_SOURCE
+# (hostname/namespace/type as in required_providers), e.g. for the tfplugin example provider:
+#   DEMO_DIR=examples/tfplugin-demo DEMO_PACKAGE=tfplugin \
+#   DEMO_TARGET="--example terraform-provider-tfexample" DEMO_SOURCE=example.com/tfplugin/tfexample
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEMO_DIR=${DEMO_DIR:-examples/tfplugin-demo}
-DEMO_PACKAGE=${DEMO_PACKAGE:-tfplugin}
-DEMO_TARGET=${DEMO_TARGET:---example terraform-provider-tfexample}
-DEMO_SOURCE=${DEMO_SOURCE:-example.com/tfplugin/tfexample}
+DEMO_DIR=${DEMO_DIR:-examples/local}
+DEMO_PACKAGE=${DEMO_PACKAGE:-terraform-provider-constellation}
+DEMO_TARGET=${DEMO_TARGET:---bin terraform-provider-constellation}
+DEMO_SOURCE=${DEMO_SOURCE:-registry.terraform.io/constellation-rs/constellation}
 DEMO_VERSION=${DEMO_VERSION:-0.1.0}
 TF=${TF_BINARY:-terraform}
 
@@ -62,6 +64,10 @@ if [ "${1:-}" = destroy ]; then
   exit 0
 fi
 
+if [ "$DEMO_DIR" = examples/local ] && [ ! -f image/out/disk.raw ]; then
+  echo "demo: no node image in image/out; building it (make image, a few minutes)" >&2
+  bash scripts/build-image.sh image/out
+fi
 install_provider
 # apply prints the outputs at its end.
 "$TF" -chdir="$DEMO_DIR" apply -auto-approve -input=false

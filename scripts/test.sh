@@ -14,6 +14,15 @@ step() {
 step fmt-check cargo fmt --all -- --check
 step build cargo build --locked --workspace --all-targets
 step clippy cargo clippy --locked --workspace --all-targets -- -D warnings
+# Node images for the cluster acceptance tests (acceptance/tests/provider_cluster.rs): the
+# product image, and a tampered one that differs by one file in the initramfs (PCRs 4, 9, 11).
+TEST_IMAGES=$(realpath -m "${CARGO_TARGET_DIR:-target}")/test-images
+mkdir -p "$TEST_IMAGES"
+printf 'tampered\n' >"$TEST_IMAGES/tampered.txt"
+step image bash scripts/build-image.sh "$TEST_IMAGES/good"
+step image-tampered bash scripts/build-image.sh "$TEST_IMAGES/tampered" --extra-file "etc/tampered=$TEST_IMAGES/tampered.txt"
+export CONSTELLATION_TEST_IMAGE_DIR=$TEST_IMAGES/good
+export CONSTELLATION_TEST_TAMPERED_IMAGE_DIR=$TEST_IMAGES/tampered
 step tests cargo test --locked --workspace
 # attest: validators build and pass without the TPM feature (what the provider links), no
 # tss-esapi in that dependency tree; then the swtpm-backed issuer/validator/aTLS tests.

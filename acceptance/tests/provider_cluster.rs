@@ -415,10 +415,22 @@ fn local_cluster_lifecycle() {
     std::thread::sleep(Duration::from_secs(1));
     let plan = must(ws.plan().unwrap());
     assert!(!plan.no_changes(), "a dead worker must show as drift");
-    assert!(plan.contains("worker_count"), "{}", plan.stdout);
+    assert!(
+        !plan.messages_of("resource_drift").is_empty(),
+        "terraform reports the change outside of Terraform: {}",
+        plan.stdout
+    );
+    assert_eq!(
+        plan.change_summary().unwrap()["change"],
+        1,
+        "{}",
+        plan.stdout
+    );
     must(ws.apply().unwrap());
     let n = nodes(&ws);
-    assert_eq!(names(&n), ["acc-cp-0", "acc-worker-1"]);
+    // Worker numbers are never reused: the replacement is number 3.
+    assert_eq!(names(&n), ["acc-cp-0", "acc-worker-3"]);
+    assert!(!work.join("nodes/acc-worker-0").exists());
     assert_all_joined(&n, &version);
 
     // A worker booted from a tampered image is refused at join, naming the PCR. The disk is
@@ -443,12 +455,15 @@ fn local_cluster_lifecycle() {
             text.contains("PCR 9") || text.contains("pcr 9") || text.contains("[9]"),
             "the PCR is named: {text}"
         );
+        // The refused VM was removed again; the cluster is as before.
+        assert!(!work.join("nodes/acc-worker-4").exists());
         std::fs::copy(good.join("disk.raw"), &tmp).unwrap();
         std::fs::rename(&tmp, image.join("disk.raw")).unwrap();
         cluster.workers = 1;
         ws.write("main.tf", &cluster.hcl(&image)).unwrap();
-        must(ws.apply().unwrap());
-        assert_eq!(names(&nodes(&ws)), ["acc-cp-0", "acc-worker-1"]);
+        let plan = must(ws.plan().unwrap());
+        assert!(plan.no_changes(), "{}", plan.stdout);
+        assert_eq!(names(&nodes(&ws)), ["acc-cp-0", "acc-worker-3"]);
     } else {
         eprintln!("SKIPPED tampered worker: CONSTELLATION_TEST_TAMPERED_IMAGE_DIR not set");
     }

@@ -6,7 +6,8 @@
 //! - [`pe`], [`disk`]: the Unified Kernel Image and its GPT/FAT disk;
 //! - [`build`]: `make image`; [`kubernetes`]: the optional Kubernetes flavour;
 //! - [`measure`]: predicted PCRs and TCG event log replay;
-//! - [`vm`]: boot test programs (or the node image) in QEMU for other crates' tests.
+//! - [`vm`]: boot test programs (or the node image) in QEMU for other crates' tests;
+//! - [`nodevm`]: boot the node image the way the provider's QEMU backend does.
 
 pub mod build;
 pub mod cpio;
@@ -16,5 +17,6 @@ pub mod initramfs;
 pub mod kernel;
 pub mod kubernetes;
 pub mod measure;
+pub mod nodevm;
 pub mod pe;
 pub mod vm;

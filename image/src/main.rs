@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use constellation_image::{build, debian, measure, vm};
+use constellation_image::{build, debian, measure, nodevm};
 
 /// Node image tool.
 #[derive(Parser)]
@@ -47,6 +47,10 @@ enum Cmd {
         /// Replace https://dl.k8s.io with this base URL.
         #[arg(long)]
         kubernetes_mirror: Option<String>,
+        /// Adds a file to the initramfs, `<path in image>=<host file>` (repeatable). Changes
+        /// PCRs 4, 9 and 11; the tests build a tampered image with it.
+        #[arg(long = "extra-file")]
+        extra_files: Vec<String>,
     },
     /// Prints the predicted PCRs of a UKI as measurements JSON.
     Predict {
@@ -63,9 +67,10 @@ enum Cmd {
         /// The event log (binary_bios_measurements).
         log: PathBuf,
     },
-    /// Boots a disk image with OVMF and a swtpm vTPM, streaming the serial console to stdout.
+    /// Boots the node image like the provider's QEMU backend (OVMF, swtpm, blank state disk,
+    /// host NIC with port forwards, private NIC, fw_cfg metadata) and streams the serial console.
     Run {
-        /// The disk image.
+        /// The disk image (booted with snapshot=on: it stays unchanged).
         #[arg(long, default_value = "image/out/disk.raw")]
         disk: PathBuf,
         /// Guest RAM in MiB.
@@ -74,8 +79,26 @@ enum Cmd {
         /// Stop after this many seconds.
         #[arg(long, default_value_t = 3600)]
         timeout: u64,
-        /// QEMU fw_cfg items for the agent's metadata, `name=value`
-        /// (e.g. `opt/constellation/role=control-plane`); repeatable.
+        /// `control-plane` or `worker`.
+        #[arg(long, default_value = "control-plane")]
+        role: String,
+        /// Node name.
+        #[arg(long, default_value = "cp-0")]
+        name: String,
+        /// Private network address (/24).
+        #[arg(long, default_value = "10.42.0.11")]
+        private_ip: String,
+        /// Multicast group:port of the private network.
+        #[arg(long, default_value = "239.255.42.1:42042")]
+        private_net: String,
+        /// State disk file (default: a blank temporary one).
+        #[arg(long)]
+        state_disk: Option<PathBuf>,
+        /// Size of a newly created state disk in MiB.
+        #[arg(long, default_value_t = 256)]
+        state_disk_mib: u64,
+        /// Further QEMU fw_cfg items, `name=value`
+        /// (e.g. `opt/constellation/join-endpoints=10.42.0.11:30090`); repeatable.
         #[arg(long = "fw-cfg")]
         fw_cfg: Vec<String>,
     },
@@ -104,8 +127,18 @@ fn main() -> anyhow::Result<()> {
             cmdline,
             kubernetes,
             kubernetes_mirror,
+            extra_files,
         } => {
             let mut cfg = build::BuildConfig::new(agent, init, out);
+            for item in extra_files {
+                let (guest, host) = item.split_once('=').with_context(|| {
+                    format!("--extra-file {item:?}: use <path in image>=<host file>")
+                })?;
+                let data =
+                    std::fs::read(host).with_context(|| format!("--extra-file: reading {host}"))?;
+                cfg.extra_files
+                    .push((guest.trim_start_matches('/').to_owned(), data));
+            }
             cfg.source_date_epoch = match source_date_epoch {
                 Some(v) => v,
                 None => match std::env::var("SOURCE_DATE_EPOCH") {
@@ -179,6 +212,12 @@ fn main() -> anyhow::Result<()> {
             disk,
             memory,
             timeout,
+            role,
+            name,
+            private_ip,
+            private_net,
+            state_disk,
+            state_disk_mib,
             fw_cfg,
         } => {
             anyhow::ensure!(
@@ -186,24 +225,28 @@ fn main() -> anyhow::Result<()> {
                 "{} does not exist; run `make image` first",
                 disk.display()
             );
-            // Boot a copy so the built image stays pristine (its hash is in manifest.json).
             let work = tempfile::tempdir()?;
-            let copy = work.path().join("disk.raw");
-            std::fs::copy(&disk, &copy)?;
-            let mut builder = vm::Guest::builder();
+            let mut opts = nodevm::NodeVmOptions::control_plane(
+                &disk,
+                state_disk.unwrap_or_else(|| work.path().join("state.raw")),
+            );
+            opts.state_disk_mib = state_disk_mib;
+            opts.role = role;
+            opts.name = name;
+            opts.private_ip = private_ip;
+            opts.private_group = private_net;
+            opts.memory_mib = memory;
+            opts.timeout = Duration::from_secs(timeout);
             for item in &fw_cfg {
                 let (k, v) = item
                     .split_once('=')
                     .with_context(|| format!("--fw-cfg {item}: expected name=value"))?;
-                builder = builder.fw_cfg(k, v);
+                opts.extra_fw_cfg.push((k.to_owned(), v.to_owned()));
             }
-            let mut g = builder
-                .name("image-run")
-                .uefi_disk(&copy)
-                .tpm()
-                .memory_mib(memory)
-                .timeout(Duration::from_secs(timeout))
-                .spawn()?;
+            for (what, host, guest) in opts.forward_free_ports()? {
+                eprintln!("image-run: {what}: 127.0.0.1:{host} -> guest {guest}");
+            }
+            let mut g = opts.builder()?.spawn()?;
             let mut shown = 0;
             let deadline = std::time::Instant::now() + Duration::from_secs(timeout);
             while !g.has_exited() && std::time::Instant::now() < deadline {
@@ -214,6 +257,12 @@ fn main() -> anyhow::Result<()> {
                 }
                 shown = log.len();
                 std::thread::sleep(Duration::from_millis(200));
+            }
+            if !g.has_exited() {
+                // The agent never powers off by itself: the timeout is the normal end.
+                eprintln!("image-run: stopping the guest after {timeout} s");
+                drop(g);
+                return Ok(());
             }
             let out = g.wait()?;
             if let Some(new) = out.serial_log.get(shown..) {

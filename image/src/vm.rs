@@ -212,6 +212,20 @@ pub struct GuestBuilder {
     user_net_forwards: Vec<(u16, u16)>,
     extra_modules: Vec<String>,
     fw_cfg: Vec<(String, String)>,
+    nics: Vec<Nic>,
+}
+
+/// A NIC with a fixed MAC, for guests that configure their own network (the node image).
+#[derive(Debug, Clone)]
+enum Nic {
+    /// QEMU user networking (slirp, 10.0.2.0/24) with TCP forwards from 127.0.0.1.
+    User {
+        mac: String,
+        guest_ip: String,
+        forwards: Vec<(u16, u16)>,
+    },
+    /// A multicast socket hub: every NIC on the same group:port sees every frame.
+    Mcast { mac: String, group: String },
 }
 
 /// Entry point of the harness.
@@ -241,6 +255,7 @@ impl Guest {
             user_net_forwards: Vec::new(),
             extra_modules: Vec::new(),
             fw_cfg: Vec::new(),
+            nics: Vec::new(),
         }
     }
 }
@@ -362,6 +377,29 @@ impl GuestBuilder {
         self
     }
 
+    /// Adds a virtio NIC with this MAC on QEMU user networking (10.0.2.0/24, gateway
+    /// 10.0.2.2) forwarding `127.0.0.1:<host>` to `<guest_ip>:<guest>` for each
+    /// `(host, guest)` pair. The guest configures the address itself (NICs added with this and
+    /// [`Self::nic_mcast`] come after those of [`Self::net`], in call order).
+    pub fn nic_user(mut self, mac: &str, guest_ip: &str, forwards: &[(u16, u16)]) -> Self {
+        self.nics.push(Nic::User {
+            mac: mac.to_owned(),
+            guest_ip: guest_ip.to_owned(),
+            forwards: forwards.to_vec(),
+        });
+        self
+    }
+
+    /// Adds a virtio NIC with this MAC on a multicast socket hub `group` (`239.255.x.y:port`),
+    /// an L2 network between every guest using the same group (no root needed).
+    pub fn nic_mcast(mut self, mac: &str, group: &str) -> Self {
+        self.nics.push(Nic::Mcast {
+            mac: mac.to_owned(),
+            group: group.to_owned(),
+        });
+        self
+    }
+
     /// Passes a QEMU fw_cfg string item (e.g. `opt/constellation/role`), readable in the guest at
     /// `/sys/firmware/qemu_fw_cfg/by_name/<name>/raw` (module `qemu_fw_cfg`, loaded by default).
     pub fn fw_cfg(mut self, name: &str, value: &str) -> Self {
@@ -407,7 +445,8 @@ impl GuestBuilder {
     }
 
     /// Boots this disk image with OVMF instead of a direct kernel boot (the program, files and
-    /// cmdline settings are then ignored). The disk is attached read-write as the first disk.
+    /// cmdline settings are then ignored). The disk is the first disk, with `snapshot=on`: the
+    /// guest may write, the file stays unchanged.
     pub fn uefi_disk(mut self, path: impl AsRef<Path>) -> Self {
         self.uefi_disk = Some(path.as_ref().to_path_buf());
         self
@@ -576,10 +615,12 @@ impl GuestBuilder {
                 vars.display()
             ));
             cmd.arg("-drive").arg(format!(
-                "if=none,id=boot,format=raw,file={}",
+                "if=none,id=boot,format=raw,snapshot=on,file={}",
                 disk.display()
             ));
             cmd.args(["-device", "virtio-blk-pci,drive=boot,bootindex=0"]);
+            // Only the disk: no network boot attempts by the firmware.
+            cmd.args(["-boot", "strict=on"]);
         } else {
             let base = HarnessBase::get()?;
             let initrd = work.path().join("initramfs.cpio");
@@ -620,6 +661,29 @@ impl GuestBuilder {
                 ));
             }
         }
+        for (i, nic) in self.nics.iter().enumerate() {
+            let (netdev, mac) = match nic {
+                Nic::User {
+                    mac,
+                    guest_ip,
+                    forwards,
+                } => {
+                    let mut s = format!("user,id=nic{i},net=10.0.2.0/24");
+                    for (h, g) in forwards {
+                        let _ = write!(s, ",hostfwd=tcp:127.0.0.1:{h}-{guest_ip}:{g}");
+                    }
+                    (s, mac)
+                }
+                Nic::Mcast { mac, group } => (
+                    format!("socket,id=nic{i},mcast={group},localaddr=127.0.0.1"),
+                    mac,
+                ),
+            };
+            cmd.arg("-netdev").arg(netdev);
+            // romfile=: no iPXE option ROM (it only slows OVMF down; the image never net-boots).
+            cmd.arg("-device")
+                .arg(format!("virtio-net-pci,netdev=nic{i},mac={mac},romfile="));
+        }
         if !self.user_net_forwards.is_empty() {
             let mut s = String::from("user,id=user0,net=10.0.2.0/24");
             for (h, g) in &self.user_net_forwards {
@@ -646,6 +710,9 @@ impl GuestBuilder {
                 None => work.path().join("tpm"),
             };
             fs::create_dir_all(&state).map_err(io("create", &state))?;
+            if !state.join("tpm2-00.permall").exists() {
+                manufacture_tpm(&state, &self.name)?;
+            }
             let sock = work.path().join("swtpm.sock");
             let tpm_err = work.path().join("swtpm.stderr");
             let child = Command::new("swtpm")
@@ -700,6 +767,34 @@ impl GuestBuilder {
             _work: work,
         })
     }
+}
+
+/// Manufactures a fresh vTPM with only the SHA-256 PCR bank active. swtpm's own default
+/// activates SHA-1, SHA-256, SHA-384 and SHA-512, so firmware, stub and kernel hash every
+/// measured byte four times — in software, which under TCG costs seconds per boot. Attestation
+/// only uses the SHA-256 bank (the same default as `swtpm_setup`).
+pub fn manufacture_tpm(state: &Path, name: &str) -> Result<(), VmError> {
+    let out = Command::new("swtpm_setup")
+        .args(["--tpm2", "--pcr-banks", "sha256", "--tpmstate"])
+        .arg(state)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| VmError::MissingProgram {
+            program: "swtpm_setup".into(),
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(VmError::Swtpm {
+            name: name.to_owned(),
+            detail: format!(
+                "swtpm_setup --pcr-banks sha256 failed ({}): {}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Kills and reaps the child when dropped.

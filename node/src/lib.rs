@@ -2,6 +2,8 @@
 //! node-to-node encryption. The binary in `main.rs` is a thin entry point over this library.
 
 pub mod disk;
+#[cfg(target_os = "linux")]
+pub mod netconf;
 pub mod netcrypt;
 
 pub mod attestation;

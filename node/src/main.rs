@@ -82,7 +82,22 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(run(args, logs))
+    let result = rt.block_on(run(args, logs));
+    // As PID 1 of the image, exiting panics the kernel and loses the console; log the reason
+    // and stay up instead, so the host sees why on the serial console.
+    if std::process::id() == 1 {
+        if let Err(e) = &result {
+            tracing::error!(
+                error = format!("{e:#}"),
+                "node agent failed; halting (PID 1 stays up)"
+            );
+            eprintln!("constellation-node: fatal: {e:#}");
+        }
+        loop {
+            std::thread::park();
+        }
+    }
+    result
 }
 
 async fn run(args: Args, logs: constellation_node::logging::LogRing) -> anyhow::Result<()> {
@@ -101,6 +116,18 @@ async fn run(args: Args, logs: constellation_node::logging::LogRing) -> anyhow::
         .instance()
         .context("reading instance metadata")?;
     tracing::info!(name = %info.name, role = %info.role, ip = %info.private_ip, "node agent starting");
+    // Product mode: the host's `network` key says how to address the NICs (the image has no
+    // DHCP client). Host tier: the test's loopback setup is left alone.
+    #[cfg(target_os = "linux")]
+    if args.host_metadata_dir.is_none() && !info.network.is_empty() {
+        let net = info.network.clone();
+        tokio::task::spawn_blocking(move || {
+            constellation_node::netconf::apply(&net, constellation_node::netconf::DEFAULT_WAIT)
+        })
+        .await
+        .context("network configuration task")?
+        .context("configuring network interfaces from the metadata key \"network\"")?;
+    }
     let ctx = Arc::new(NodeContext {
         image_version: args
             .image_version

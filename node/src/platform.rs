@@ -109,7 +109,10 @@ fn product_disk_and_net(opts: &Options) -> Result<DiskAndNet, PlatformError> {
         .state_disk_device
         .clone()
         .unwrap_or_else(|| PathBuf::from("/dev/vdb"));
+    let name = device.display().to_string();
     let disk = crate::disk::LuksStateDisk::new(device, crate::disk::LuksOptions::default());
+    // Formatting a blank disk must not delay the servers (see BackgroundPrepare).
+    let disk = crate::disk::BackgroundPrepare::new(Arc::new(disk), name);
     let keys = crate::netcrypt::WgKeyPair::generate();
     let net = product_net(keys)?;
     Ok((Arc::new(disk), net))

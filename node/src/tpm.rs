@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use constellation_attest::tpm::issuer::{TpmIssuer, TpmIssuerConfig};
+use constellation_attest::tpm::issuer::{DEFAULT_EVENT_LOG_PATH, TpmIssuer, TpmIssuerConfig};
 use constellation_attest::validator::Issuer;
 use constellation_attest::variant::Variant;
 
@@ -48,11 +48,17 @@ pub type TpmPair = (Arc<dyn Issuer>, Arc<dyn ClusterLock>);
 
 /// Opens the TPM at `tcti` issuing documents of `variant`.
 pub fn open(tcti: &str, variant: Variant) -> Result<TpmPair, PlatformError> {
-    let tpm =
-        TpmIssuer::open(TpmIssuerConfig::new(tcti, variant)).map_err(|e| PlatformError::Tpm {
-            tcti: tcti.into(),
-            message: e.to_string(),
-        })?;
+    let mut config = TpmIssuerConfig::new(tcti, variant);
+    // The firmware's TCG event log belongs to the TPM device the kernel drives; a swtpm reached
+    // over a socket (host tier) has none, and the host's own log would not match it.
+    let log = std::path::Path::new(DEFAULT_EVENT_LOG_PATH);
+    if tcti.starts_with("device:") && log.exists() {
+        config.event_log = Some(log.to_path_buf());
+    }
+    let tpm = TpmIssuer::open(config).map_err(|e| PlatformError::Tpm {
+        tcti: tcti.into(),
+        message: e.to_string(),
+    })?;
     let tpm = Arc::new(tpm);
     Ok((tpm.clone(), Arc::new(TpmLock::new(tpm))))
 }

@@ -82,6 +82,7 @@ fn node(dir: &std::path::Path, role: Role, with_hash: bool) -> Arc<NodeContext> 
             join_endpoints: vec![],
             init_secret_hash: with_hash.then(|| hash_init_secret(INIT_SECRET).unwrap()),
             image_version: None,
+            network: Vec::new(),
         },
         image_version: "test".into(),
         metrics: Metrics::new(),

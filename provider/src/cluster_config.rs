@@ -456,7 +456,7 @@ pub fn parse(config: &Value) -> (Option<ClusterConfig>, Diagnostics) {
             qemu: QemuSettings {
                 vcpus: vcpus.unwrap_or(2),
                 memory_mib: memory.unwrap_or(2048),
-                state_disk_mib: disk.unwrap_or(1024),
+                state_disk_mib: disk.unwrap_or(512),
                 accel: accel?,
                 working_dir,
             },

@@ -210,14 +210,16 @@ pub async fn remove_node(
     name: &str,
 ) -> Result<(), NodeClientError> {
     let mut c = management(addr, owner).await?;
-    c.remove_node(RemoveNodeRequest { name: name.into() })
-        .await
-        .map(|_| ())
-        .map_err(|s| NodeClientError::Rpc {
+    match c.remove_node(RemoveNodeRequest { name: name.into() }).await {
+        Ok(_) => Ok(()),
+        // Never a member (e.g. refused at join): nothing to remove.
+        Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
+        Err(s) => Err(NodeClientError::Rpc {
             call: "RemoveNode",
             endpoint: addr.to_string(),
             status: status_text(&s),
-        })
+        }),
+    }
 }
 
 /// Fetches an attestation document for a fresh nonce from the verification service at

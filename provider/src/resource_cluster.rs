@@ -279,7 +279,7 @@ impl ClusterResource {
             )
             .attribute(
                 Attribute::optional("state_disk_mib", Type::Number)
-                    .description("Size of each node's encrypted state disk in MiB (default 1024)."),
+                    .description("Size of each node's encrypted state disk in MiB (default 512). The node formats it with dm-integrity at first boot, which takes time proportional to the size under emulation."),
             )
             .attribute(Attribute::optional("accel", Type::String).description(
                 "`tcg` (default: software emulation, works everywhere) or `kvm` (needs a \
@@ -900,6 +900,7 @@ impl ClusterResource {
         record
             .save()
             .map_err(|e| err("Recording the cluster failed", e))?;
+        let before: BTreeSet<String> = record.nodes.iter().map(|n| n.name.clone()).collect();
         let workers: Vec<NodeRecord> = record
             .nodes
             .iter()
@@ -945,7 +946,29 @@ impl ClusterResource {
         record
             .save()
             .map_err(|e| err("Recording the cluster failed", e))?;
-        let joined = Self::wait_joined(ctx, &record, &owner, deadline).await?;
+        let joined = match Self::wait_joined(ctx, &record, &owner, deadline).await {
+            Ok(j) => j,
+            Err(mut d) => {
+                // Nodes added here that did not join are of no use (refused, or broken):
+                // remove them so the cluster stays as it was.
+                let added: Vec<NodeRecord> = record
+                    .nodes
+                    .iter()
+                    .filter(|n| !before.contains(&n.name))
+                    .cloned()
+                    .collect();
+                for n in added {
+                    if let Err(e) = cloud.delete_node(&n).await {
+                        d.error("Removing a node that did not join failed", e.to_string());
+                    }
+                    record.nodes.retain(|x| x.name != n.name);
+                }
+                if let Err(e) = record.save() {
+                    d.error("Recording the cluster failed", e);
+                }
+                return Err(d);
+            }
+        };
         Ok(Self::state_from(
             &record,
             &req.planned_state,
@@ -998,7 +1021,13 @@ async fn refusals(
             if let Some(line) = log
                 .lines()
                 .rev()
-                .find(|l| l.contains("handshake refused") && l.contains(&peer))
+                // Before Init a control plane has no attestation config and refuses everyone
+                // ("no validator configured"); joiners retry, so that is not a verdict.
+                .find(|l| {
+                    l.contains("handshake refused")
+                        && l.contains(&peer)
+                        && !l.contains("no validator configured")
+                })
             {
                 let reason = name_pcrs(line.split_once("error=").map_or(line, |(_, r)| r).trim());
                 return Some(err(

@@ -94,7 +94,13 @@ fn main() {
         return;
     }
     println!("init: starting {AGENT}");
-    let err = Command::new(AGENT).args(std::env::args_os().skip(1)).exec();
+    // The kernel starts PID 1 without PATH. No udev in the image: libdevmapper must create
+    // the /dev/mapper nodes itself (DM_DISABLE_UDEV).
+    let err = Command::new(AGENT)
+        .args(std::env::args_os().skip(1))
+        .env("PATH", "/usr/sbin:/usr/bin")
+        .env("DM_DISABLE_UDEV", "1")
+        .exec();
     eprintln!("init: cannot execute {AGENT}: {err}");
     std::process::exit(1);
 }

@@ -48,6 +48,7 @@ pub fn control_plane() -> Bench {
             join_endpoints: vec![],
             init_secret_hash: None,
             image_version: None,
+            network: Vec::new(),
         },
         image_version: "bench".into(),
         metrics: Metrics::new(),

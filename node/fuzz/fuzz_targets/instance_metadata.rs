@@ -2,19 +2,24 @@
 //! values of the known keys, which are then cleaned and parsed. Must never panic.
 #![no_main]
 
-use constellation_node::metadata::{clean_value, keys, parse_instance};
+use constellation_node::metadata::{clean_value, keys, parse_instance, parse_network};
 use libfuzzer_sys::fuzz_target;
 
-const KEYS: [&str; 6] = [
+const KEYS: [&str; 7] = [
     keys::ROLE,
     keys::NAME,
     keys::PRIVATE_IP,
     keys::JOIN_ENDPOINTS,
     keys::INIT_SECRET_HASH,
     keys::IMAGE_VERSION,
+    keys::NETWORK,
 ];
 
 fuzz_target!(|data: &[u8]| {
+    // The network key's own parser, on the whole input as text.
+    if let Ok(s) = std::str::from_utf8(data) {
+        let _ = parse_network(s);
+    }
     let parts: Vec<&[u8]> = data.split(|b| *b == 0xff).collect();
     let _ = parse_instance(
         |key| {

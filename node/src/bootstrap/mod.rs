@@ -9,7 +9,7 @@ mod client;
 mod servers;
 
 pub use client::{JoinClientError, join_loop, rejoin_loop};
-pub use servers::{BoxFut, ServeError, Transport, serve_all, serve_management};
+pub use servers::{BoxFut, READY_LOG, ServeError, Transport, serve_all, serve_management};
 
 use std::net::IpAddr;
 use std::time::Duration;

@@ -93,6 +93,9 @@ async fn bind(server: &'static str, addr: SocketAddr) -> Result<TcpListener, Ser
         })
 }
 
+/// Logged once every public server listens ("agent ready").
+pub const READY_LOG: &str = "node agent ready: servers listening";
+
 /// Starts every server this node runs from boot: verification (gRPC + HTTP) and metrics
 /// always; init, join+key and recovery on control planes. Returns when one fails.
 pub async fn serve_all(
@@ -200,6 +203,9 @@ pub async fn serve_all(
                 })
         });
     }
+    // Every public listener is bound: the host can connect now. Boot-time measurements
+    // (scripts/boot-time.sh) and tests wait for this line.
+    tracing::info!(role = %ctx.info.role, "{READY_LOG}");
     match set.join_next().await {
         Some(Ok(r)) => r,
         Some(Err(e)) => Err(ServeError::Serve {

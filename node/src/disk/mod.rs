@@ -18,6 +18,7 @@
 //! Implementations: [`LuksStateDisk`] (the real one, libcryptsetup) and [`HostDirectoryDisk`]
 //! (a plain directory for host-tier protocol tests only — no encryption at all).
 
+mod background;
 mod host;
 #[cfg(target_os = "linux")]
 mod luks;
@@ -27,6 +28,7 @@ use std::path::PathBuf;
 
 use zeroize::Zeroizing;
 
+pub use background::BackgroundPrepare;
 pub use host::HostDirectoryDisk;
 #[cfg(target_os = "linux")]
 pub use luks::{LuksHeaderInfo, LuksOptions, LuksStateDisk, TOKEN_TYPE};

@@ -70,6 +70,112 @@ pub struct InstanceInfo {
     pub init_secret_hash: Option<String>,
     /// Image version, when the host passes it (otherwise the agent's built-in one).
     pub image_version: Option<String>,
+    /// Static interface configuration (key `network`); empty: leave networking alone.
+    pub network: Vec<InterfaceAddress>,
+}
+
+/// One line of the `network` key: `<mac> <address>/<prefix>[ via <gateway>]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InterfaceAddress {
+    /// MAC address that identifies the interface.
+    pub mac: [u8; 6],
+    /// Address to add.
+    pub address: IpAddr,
+    /// Prefix length of `address`.
+    pub prefix: u8,
+    /// Default gateway through this interface, if any.
+    pub gateway: Option<IpAddr>,
+}
+
+impl InterfaceAddress {
+    /// The MAC in the usual `52:54:00:…` form.
+    pub fn mac_string(&self) -> String {
+        format_mac(&self.mac)
+    }
+}
+
+/// Formats a MAC address as lower-case colon-separated hex.
+pub fn format_mac(mac: &[u8]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in &mut mac {
+        let p = parts.next()?;
+        if p.len() != 2 {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+/// Parses the `network` key: one interface per non-empty line,
+/// `<mac> <address>/<prefix>[ via <gateway>]`. Pure and panic-free (fuzzed).
+pub fn parse_network(value: &str) -> Result<Vec<InterfaceAddress>, MetadataError> {
+    let mut out: Vec<InterfaceAddress> = Vec::new();
+    for (n, line) in value.lines().map(str::trim).enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        let bad = |reason: String| MetadataError::Invalid {
+            key: keys::NETWORK,
+            reason: format!("line {}: {reason}", n + 1),
+        };
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let (mac, cidr, gateway) = match words.as_slice() {
+            [mac, cidr] => (*mac, *cidr, None),
+            [mac, cidr, "via", gw] => (*mac, *cidr, Some(*gw)),
+            _ => {
+                return Err(bad(format!(
+                    "{line:?}: expected \"<mac> <address>/<prefix>[ via <gateway>]\""
+                )));
+            }
+        };
+        let mac = parse_mac(mac).ok_or_else(|| bad(format!("{mac:?} is not a MAC address")))?;
+        let (addr, prefix) = cidr
+            .split_once('/')
+            .ok_or_else(|| bad(format!("{cidr:?} has no /prefix")))?;
+        let address: IpAddr = addr
+            .parse()
+            .map_err(|e| bad(format!("address {addr:?}: {e}")))?;
+        let max = if address.is_ipv4() { 32 } else { 128 };
+        let prefix: u8 = prefix
+            .parse()
+            .ok()
+            .filter(|p| *p <= max)
+            .ok_or_else(|| bad(format!("prefix {prefix:?} is not in 0..={max}")))?;
+        let gateway = gateway
+            .map(|g| {
+                g.parse::<IpAddr>()
+                    .map_err(|e| bad(format!("gateway {g:?}: {e}")))
+                    .and_then(|gw| {
+                        if gw.is_ipv4() == address.is_ipv4() {
+                            Ok(gw)
+                        } else {
+                            Err(bad(format!(
+                                "gateway {g} and address {addr} differ in family"
+                            )))
+                        }
+                    })
+            })
+            .transpose()?;
+        if out.iter().any(|i| i.mac == mac) {
+            return Err(bad(format!("{} is listed twice", format_mac(&mac))));
+        }
+        out.push(InterfaceAddress {
+            mac,
+            address,
+            prefix,
+            gateway,
+        });
+    }
+    Ok(out)
 }
 
 /// Metadata errors.
@@ -123,6 +229,9 @@ pub mod keys {
     pub const INIT_SECRET_HASH: &str = "init-secret-hash";
     /// Image version.
     pub const IMAGE_VERSION: &str = "image-version";
+    /// Static interface configuration, one line per interface (see
+    /// [`super::parse_network`]).
+    pub const NETWORK: &str = "network";
 }
 
 /// Reads keys as files below a root; `suffix` is appended to each key path (fw_cfg: `raw`).
@@ -220,6 +329,10 @@ pub fn parse_instance(
         .collect();
     let init_secret_hash = read(keys::INIT_SECRET_HASH)?.filter(|s| !s.is_empty());
     let image_version = read(keys::IMAGE_VERSION)?.filter(|s| !s.is_empty());
+    let network = match read(keys::NETWORK)? {
+        Some(v) => parse_network(&v)?,
+        None => Vec::new(),
+    };
     Ok(InstanceInfo {
         role,
         name,
@@ -227,6 +340,7 @@ pub fn parse_instance(
         join_endpoints,
         init_secret_hash,
         image_version,
+        network,
     })
 }
 
@@ -346,5 +460,46 @@ mod tests {
         ));
         w("private-ip", &vec![b'1'; (MAX_VALUE_BYTES + 1) as usize]);
         assert!(matches!(src.instance(), Err(MetadataError::Invalid { .. })));
+    }
+
+    #[test]
+    fn network_key() {
+        let n = parse_network(
+            "52:54:00:C0:00:01 10.0.2.15/24 via 10.0.2.2\n\n  52:54:00:c1:00:01 10.42.0.11/24\n",
+        )
+        .unwrap();
+        assert_eq!(n.len(), 2);
+        assert_eq!(n[0].mac_string(), "52:54:00:c0:00:01");
+        assert_eq!(n[0].address, "10.0.2.15".parse::<IpAddr>().unwrap());
+        assert_eq!(n[0].prefix, 24);
+        assert_eq!(n[0].gateway, Some("10.0.2.2".parse().unwrap()));
+        assert_eq!(n[1].gateway, None);
+        assert!(parse_network("").unwrap().is_empty());
+        for bad in [
+            "52:54:00:c0:00 10.0.0.1/24",
+            "52:54:00:c0:00:01:02 10.0.0.1/24",
+            "52:54:00:c0:00:zz 10.0.0.1/24",
+            "52:54:00:c0:00:01 10.0.0.1",
+            "52:54:00:c0:00:01 10.0.0.1/33",
+            "52:54:00:c0:00:01 10.0.0.300/24",
+            "52:54:00:c0:00:01 10.0.0.1/24 via",
+            "52:54:00:c0:00:01 10.0.0.1/24 via fe80::1",
+            "52:54:00:c0:00:01 10.0.0.1/24 gw 10.0.0.2",
+            "52:54:00:c0:00:01 10.0.0.1/24\n52:54:00:c0:00:01 10.0.0.2/24",
+        ] {
+            let err = parse_network(bad).unwrap_err().to_string();
+            assert!(err.contains("\"network\""), "{bad}: {err}");
+        }
+        let d = tempfile::tempdir().unwrap();
+        for (k, v) in [
+            ("role", "worker"),
+            ("name", "w"),
+            ("private-ip", "10.42.0.11"),
+            ("network", "52:54:00:c1:00:01 10.42.0.11/24\n"),
+        ] {
+            std::fs::write(d.path().join(k), v).unwrap();
+        }
+        let m = DirectoryMetadata::new(d.path()).instance().unwrap();
+        assert_eq!(m.network.len(), 1);
     }
 }

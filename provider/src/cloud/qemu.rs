@@ -211,6 +211,7 @@ impl QemuCloud {
         for (program, package) in [
             ("qemu-system-x86_64", "qemu-system-x86"),
             ("swtpm", "swtpm"),
+            ("swtpm_setup", "swtpm-tools"),
         ] {
             Command::new(program)
                 .arg("--version")
@@ -229,6 +230,30 @@ impl QemuCloud {
     fn start_swtpm(&self, name: &str, dir: &Path) -> Result<(), CloudError> {
         fs::create_dir_all(dir.join("tpm")).map_err(file_err("TPM state directory", dir))?;
         let p = |f: &str| dir.join(f).display().to_string();
+        // Manufacture the TPM with only the SHA-256 PCR bank: by default swtpm activates four
+        // banks, and firmware, stub and kernel then hash every measurement four times, which
+        // costs seconds per boot under emulation. Attestation uses SHA-256 only.
+        let setup = Command::new("swtpm_setup")
+            .args(["--tpm2", "--pcr-banks", "sha256", "--tpmstate"])
+            .arg(p("tpm"))
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| CloudError::MissingProgram {
+                program: "swtpm_setup",
+                package: "swtpm-tools",
+                detail: e.to_string(),
+            })?;
+        if !setup.status.success() {
+            return Err(CloudError::Start {
+                node: name.into(),
+                detail: format!(
+                    "swtpm_setup exited with {}: {}{}",
+                    setup.status,
+                    String::from_utf8_lossy(&setup.stdout),
+                    String::from_utf8_lossy(&setup.stderr)
+                ),
+            });
+        }
         let status = Command::new("swtpm")
             .current_dir(dir)
             .args(["socket", "--tpm2", "--terminate", "--daemon"])
