@@ -311,3 +311,187 @@ fn tpm_document_form_uses_the_vtpm_validator() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).starts_with("FAILED"));
 }
+
+fn run_bin_owned(args: &[String]) -> (i32, serde_json::Value, String) {
+    run_bin(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+fn run_bin(args: &[&str]) -> (i32, serde_json::Value, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_attest-verify"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap(),
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn qemu_tdx_document_form_checks_quote_collateral_binding_and_measurements() {
+    use common::synth_tdx::{QuoteSpec, pki, quote};
+    use constellation_attest::document::{
+        AttestationDocument, Evidence, TdxEvidence, tdx_report_data,
+    };
+    let nonce = [0x42u8; 16];
+    let user = [0x24u8; 32];
+    let p = pki();
+    let spec = QuoteSpec {
+        report_data: tdx_report_data(&user, &nonce),
+        ..Default::default()
+    };
+    let d = tempfile::tempdir().unwrap();
+    let path = |n: &str| d.path().join(n).to_str().unwrap().to_string();
+    let doc = AttestationDocument::new(
+        constellation_attest::Variant::QemuTdx,
+        user.to_vec(),
+        Evidence::Tdx(TdxEvidence {
+            quote: quote(&spec, &p, &p.pck_key),
+            event_log: None,
+            collateral: None,
+        }),
+    );
+    std::fs::write(path("doc.cbor"), doc.to_bytes()).unwrap();
+    let col = d.path().join("collateral");
+    std::fs::create_dir(&col).unwrap();
+    let c = p.collateral();
+    for (name, bytes) in [
+        ("tcb_info.json", &c.tcb_info),
+        ("qe_identity.json", &c.qe_identity),
+        ("tcb_signing_chain.pem", &c.tcb_signing_chain),
+        ("pck_crl.der", &c.pck_crl),
+        ("root_ca_crl.der", &c.root_ca_crl),
+    ] {
+        if let Some(b) = bytes {
+            std::fs::write(col.join(name), b).unwrap();
+        }
+    }
+    std::fs::write(
+        path("policy.json"),
+        serde_json::json!({"version": 1, "tdx": {"root_ca_pem": p.root_pem()}}).to_string(),
+    )
+    .unwrap();
+    let m = |mrtd: [u8; 48]| {
+        let mut m = serde_json::Map::new();
+        m.insert(
+            "0".into(),
+            serde_json::json!({"expected": hex::encode(mrtd), "warnOnly": false}),
+        );
+        for (i, r) in spec.rtmr.iter().enumerate() {
+            m.insert(
+                (i + 1).to_string(),
+                serde_json::json!({"expected": hex::encode(r), "warnOnly": false}),
+            );
+        }
+        serde_json::Value::Object(m).to_string()
+    };
+    std::fs::write(path("m.json"), m(spec.mrtd)).unwrap();
+    std::fs::write(path("m-bad.json"), m([0x45; 48])).unwrap();
+    let (doc_p, m_p, m_bad, pol, col_p) = (
+        path("doc.cbor"),
+        path("m.json"),
+        path("m-bad.json"),
+        path("policy.json"),
+        col.to_str().unwrap().to_string(),
+    );
+    let nonce_hex = hex::encode(nonce);
+    let base = |m: &str, nonce: &str| {
+        vec![
+            "qemu-tdx".to_string(),
+            "--document".into(),
+            doc_p.clone(),
+            "--measurements".into(),
+            m.into(),
+            "--nonce".into(),
+            nonce.into(),
+            "--policy".into(),
+            pol.clone(),
+            "--at".into(),
+            "skip".into(),
+        ]
+    };
+    let with_col = |mut a: Vec<String>| {
+        a.extend(["--collateral".to_string(), col_p.clone()]);
+        a
+    };
+
+    let ok = with_col(base(&m_p, &nonce_hex));
+    let (code, j, err) = run_bin_owned(&ok);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(j["claims"]["qemu_tdx"]["variant"], "qemu-tdx");
+
+    // Wrong nonce, wrong MRTD, wrong user data: exit 1 with the reason.
+    let (code, _, err) = run_bin_owned(&with_col(base(&m_p, "00")));
+    assert_eq!(code, 1, "{err}");
+    let (code, _, err) = run_bin_owned(&with_col(base(&m_bad, &nonce_hex)));
+    assert_eq!(code, 1, "{err}");
+    let mut ud = ok.clone();
+    ud.extend(["--user-data".to_string(), "00".into()]);
+    let (code, j, _) = run_bin_owned(&ud);
+    assert_eq!(code, 1);
+    assert!(
+        j["failures"][0].as_str().unwrap().contains("user data"),
+        "{j}"
+    );
+
+    // A vTPM document is refused by this form (exit 2), and this document by `tpm`.
+    let (code, _, err) = run_bin(&["tpm", "--document", &doc_p, "--measurements", &m_p]);
+    assert_eq!(code, 2);
+    assert!(err.contains("qemu-tdx"), "{err}");
+}
+
+#[test]
+fn tpm_form_uses_the_validator_of_the_documents_variant() {
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/");
+    let src = format!("{data}qemu-vtpm-rsa.cbor");
+    let m = format!("{data}qemu-vtpm-rsa.measurements.json");
+    if !std::path::Path::new(&src).exists() {
+        eprintln!("SKIPPED: {src} absent");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let nonce = "07".repeat(32);
+    let as_variant = |v: constellation_attest::Variant| {
+        let mut doc =
+            constellation_attest::AttestationDocument::from_bytes(&std::fs::read(&src).unwrap())
+                .unwrap();
+        doc.variant = v;
+        let p = d.path().join(format!("{v}.cbor"));
+        std::fs::write(&p, doc.to_bytes()).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    // aws-sev-snp's validator wants an SNP report in instance_info, which a swtpm document lacks.
+    let aws = as_variant(constellation_attest::Variant::AwsSevSnp);
+    let (code, j, err) = run_bin(&[
+        "tpm",
+        "--document",
+        &aws,
+        "--measurements",
+        &m,
+        "--nonce",
+        &nonce,
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        j["failures"][0].as_str().unwrap().contains("instance_info"),
+        "{j}"
+    );
+    // gcp-sev-es needs the Compute API endpoint in the policy: exit 2 naming it.
+    let gcp = as_variant(constellation_attest::Variant::GcpSevEs);
+    let (code, _, err) = run_bin(&[
+        "tpm",
+        "--document",
+        &gcp,
+        "--measurements",
+        &m,
+        "--nonce",
+        &nonce,
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("compute_api_url"), "{err}");
+    // The qemu-tdx form refuses vTPM documents.
+    let (code, _, err) = run_bin(&["qemu-tdx", "--document", &src, "--measurements", &m]);
+    assert_eq!(code, 2);
+    assert!(err.contains("qemu-vtpm"), "{err}");
+}

@@ -18,7 +18,7 @@ variable "image_dir" {
 
 variable "worker_count" {
   type    = number
-  default = 1
+  default = 2
 }
 
 provider "constellation" {}
@@ -42,8 +42,9 @@ resource "constellation_cluster" "local" {
 
   cloud {
     qemu {
-      vcpus      = 1
-      memory_mib = 1024
+      vcpus          = 1
+      memory_mib     = 1024
+      state_disk_mib = 256
     }
   }
 }

@@ -37,6 +37,24 @@ struct Args {
     /// Attestation variant of this platform.
     #[arg(long, env = "CONSTELLATION_VARIANT", default_value = "qemu-vtpm")]
     variant: String,
+    /// configfs-tsm report root (SNP reports, TDX quotes).
+    #[arg(long, env = "CONSTELLATION_TSM_ROOT", default_value = constellation_attest::tsm::DEFAULT_ROOT)]
+    tsm_root: PathBuf,
+    /// TDX CC event log (qemu-tdx).
+    #[arg(long, env = "CONSTELLATION_CCEL", default_value = constellation_node::platform::DEFAULT_CCEL)]
+    ccel: PathBuf,
+    /// Instance metadata service (GCE metadata, Azure IMDS, AWS IMDSv2).
+    #[arg(long, env = "CONSTELLATION_IMDS_URL", default_value = constellation_attest::imds::DEFAULT_BASE)]
+    imds_url: String,
+    /// Azure THIM (VCEK bundle, azure-sev-snp).
+    #[arg(long, env = "CONSTELLATION_THIM_URL", default_value = constellation_attest::certs::fetch::THIM_DEFAULT_BASE)]
+    thim_url: String,
+    /// Plain-HTTP mirror of AMD KDS for the VCEK when the host supplies none (gcp-sev-snp).
+    #[arg(long, env = "CONSTELLATION_KDS_URL")]
+    kds_url: Option<String>,
+    /// Plain-HTTP mirror of Intel PCS for TDX collateral (qemu-tdx, azure-tdx).
+    #[arg(long, env = "CONSTELLATION_PCS_URL")]
+    pcs_url: Option<String>,
     /// Address the public servers bind to.
     #[arg(long, default_value = "0.0.0.0")]
     listen_ip: IpAddr,
@@ -110,6 +128,15 @@ async fn run(args: Args, logs: constellation_node::logging::LogRing) -> anyhow::
             .variant
             .parse()
             .map_err(|_| anyhow::anyhow!("unknown --variant {:?}", args.variant))?,
+        endpoints: constellation_node::platform::Endpoints {
+            tsm_root: args.tsm_root.clone(),
+            ccel: args.ccel.clone(),
+            imds: args.imds_url.clone(),
+            thim: args.thim_url.clone(),
+            kds: args.kds_url.clone(),
+            pcs: args.pcs_url.clone(),
+            ..Default::default()
+        },
     })?;
     let info = platform
         .metadata

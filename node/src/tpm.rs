@@ -3,12 +3,21 @@
 
 use std::sync::Arc;
 
-use constellation_attest::tpm::issuer::{DEFAULT_EVENT_LOG_PATH, TpmIssuer, TpmIssuerConfig};
-use constellation_attest::validator::Issuer;
+use constellation_attest::aws::AwsSnpInstanceInfoSource;
+use constellation_attest::aws::nitro::NitroInstanceInfo;
+use constellation_attest::azure::trustedlaunch::TrustedLaunchInstanceInfo;
+use constellation_attest::azure::variant::{azure_snp_instance_info, azure_tdx_instance_info};
+use constellation_attest::gcp::GcpSnpInstanceInfoSource;
+use constellation_attest::qemu_tdx::CollateralSource;
+use constellation_attest::tpm::issuer::{
+    AZURE_AK_CERT_NV_INDEX, AZURE_HCL_REPORT_NV_INDEX, DEFAULT_EVENT_LOG_PATH, TpmIssuer,
+    TpmIssuerConfig,
+};
+use constellation_attest::validator::{InstanceInfoSource, Issuer, StaticInstanceInfo};
 use constellation_attest::variant::Variant;
 
 use crate::lock::{ClusterLock, LockError};
-use crate::platform::PlatformError;
+use crate::platform::{self, Endpoints, IssuerKind, PlatformError};
 
 /// PCR 15 of a [`TpmIssuer`].
 #[derive(Debug, Clone)]
@@ -46,8 +55,9 @@ impl ClusterLock for TpmLock {
 /// The issuer and the lock over one TPM connection.
 pub type TpmPair = (Arc<dyn Issuer>, Arc<dyn ClusterLock>);
 
-/// Opens the TPM at `tcti` issuing documents of `variant`.
-pub fn open(tcti: &str, variant: Variant) -> Result<TpmPair, PlatformError> {
+/// Opens the TPM at `tcti` issuing documents of the vTPM-based `variant`, with the
+/// `instance_info` its validator needs (see [`crate::platform::IssuerKind`]).
+pub fn open(tcti: &str, variant: Variant, endpoints: &Endpoints) -> Result<TpmPair, PlatformError> {
     let mut config = TpmIssuerConfig::new(tcti, variant);
     // The firmware's TCG event log belongs to the TPM device the kernel drives; a swtpm reached
     // over a socket (host tier) has none, and the host's own log would not match it.
@@ -55,10 +65,138 @@ pub fn open(tcti: &str, variant: Variant) -> Result<TpmPair, PlatformError> {
     if tcti.starts_with("device:") && log.exists() {
         config.event_log = Some(log.to_path_buf());
     }
-    let tpm = TpmIssuer::open(config).map_err(|e| PlatformError::Tpm {
+    // Sources that need nothing from the open TPM are set before opening it, so a missing
+    // configfs-tsm fails before the TPM is touched.
+    match platform::issuer_kind(variant) {
+        Some(IssuerKind::TpmWithSnpReport) => {
+            config.instance_info_source = Some(snp_instance_info(variant, endpoints)?);
+        }
+        Some(IssuerKind::TpmWithInstanceIdentity) => {
+            config.instance_info_source =
+                Some(Arc::new(identity_instance_info(variant, endpoints)?));
+        }
+        _ => {}
+    }
+    let mut tpm = TpmIssuer::open(config).map_err(|e| PlatformError::Tpm {
         tcti: tcti.into(),
+        variant,
         message: e.to_string(),
     })?;
+    if let Some(IssuerKind::TpmWithHclReport | IssuerKind::TpmWithAkCert) =
+        platform::issuer_kind(variant)
+    {
+        let info = nv_instance_info(&tpm, tcti, variant, endpoints)?;
+        tpm.set_instance_info_source(Arc::new(StaticInstanceInfo(info)));
+        // Why warn: these validators trust the cloud-provisioned AK (HCLAkPub / AK
+        // certificate), while TpmIssuer quotes with an AK it creates itself.
+        tracing::warn!(
+            %variant,
+            "the TPM issuer quotes with its own AK, not the cloud-provisioned AK at persistent handle 0x81000003; validators of this variant will reject its documents until attest's TpmIssuer can use that key"
+        );
+    }
+    if variant == Variant::GcpSevEs {
+        tracing::warn!(
+            %variant,
+            "the TPM issuer quotes with its own AK, not the GCE vTPM signing key the Compute API names; gcp-sev-es validators will reject its documents until attest's TpmIssuer can use that key"
+        );
+    }
     let tpm = Arc::new(tpm);
     Ok((tpm.clone(), Arc::new(TpmLock::new(tpm))))
+}
+
+/// gcp-sev-snp / aws-sev-snp: SNP reports from configfs-tsm per document.
+fn snp_instance_info(
+    variant: Variant,
+    endpoints: &Endpoints,
+) -> Result<Arc<dyn InstanceInfoSource>, PlatformError> {
+    let snp = platform::snp_report_source(variant, endpoints)?;
+    Ok(match variant {
+        Variant::AwsSevSnp => Arc::new(AwsSnpInstanceInfoSource { snp }),
+        _ => {
+            // The instance name only serves the validator's optional Compute API check, so an
+            // unreachable metadata server is not fatal.
+            let gce = match endpoints.gce_metadata().instance() {
+                Ok(i) => Some(i),
+                Err(e) => {
+                    tracing::warn!(%variant, error = %e, url = %endpoints.imds, "GCE metadata unavailable; documents carry no instance name");
+                    None
+                }
+            };
+            Arc::new(GcpSnpInstanceInfoSource { snp, gce })
+        }
+    })
+}
+
+/// gcp-sev-es / aws-nitro-tpm: the instance identity from the metadata service, read once.
+fn identity_instance_info(
+    variant: Variant,
+    endpoints: &Endpoints,
+) -> Result<StaticInstanceInfo, PlatformError> {
+    let err = |e: &dyn std::fmt::Display| PlatformError::Endpoint {
+        variant,
+        url: endpoints.imds.clone(),
+        message: e.to_string(),
+    };
+    let json = if variant == Variant::AwsNitroTpm {
+        let id = endpoints.aws_imds().identity().map_err(|e| err(&e))?;
+        serde_json::to_vec(&NitroInstanceInfo {
+            instance_id: id.instance_id,
+            image_id: id.image_id,
+            region: id.region,
+        })
+    } else {
+        let inst = endpoints.gce_metadata().instance().map_err(|e| err(&e))?;
+        serde_json::to_vec(&inst)
+    };
+    json.map(StaticInstanceInfo)
+        .map_err(|e| PlatformError::Unsupported(format!("{variant}: encoding instance_info: {e}")))
+}
+
+/// azure-sev-snp / azure-tdx / azure-trustedlaunch: what the vTPM's NV indices hold.
+fn nv_instance_info(
+    tpm: &TpmIssuer,
+    tcti: &str,
+    variant: Variant,
+    endpoints: &Endpoints,
+) -> Result<Vec<u8>, PlatformError> {
+    let index = if variant == Variant::AzureTrustedLaunch {
+        AZURE_AK_CERT_NV_INDEX
+    } else {
+        AZURE_HCL_REPORT_NV_INDEX
+    };
+    let nv = tpm.nv_read(index).map_err(|e| PlatformError::Tpm {
+        tcti: tcti.into(),
+        variant,
+        message: format!(
+            "reading NV index {index:#010x} (the {} the Azure vTPM provides): {e}",
+            if variant == Variant::AzureTrustedLaunch {
+                "AK certificate"
+            } else {
+                "HCL report"
+            }
+        ),
+    })?;
+    let endpoint = |url: &str, e: &dyn std::fmt::Display| PlatformError::Endpoint {
+        variant,
+        url: url.into(),
+        message: e.to_string(),
+    };
+    match variant {
+        Variant::AzureSevSnp => azure_snp_instance_info(&nv, &endpoints.thim())
+            .map_err(|e| endpoint(&endpoints.thim, &e)),
+        Variant::AzureTdx => {
+            let pcs = endpoints.pcs();
+            azure_tdx_instance_info(
+                &nv,
+                &endpoints.azure_imds(),
+                pcs.as_ref().map(|p| p as &dyn CollateralSource),
+            )
+            .map_err(|e| endpoint(&endpoints.imds, &e))
+        }
+        _ => serde_json::to_vec(&TrustedLaunchInstanceInfo {
+            ak_cert: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &nv),
+            intermediates_pem: String::new(),
+        })
+        .map_err(|e| PlatformError::Unsupported(format!("{variant}: encoding instance_info: {e}"))),
+    }
 }

@@ -8,9 +8,13 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use constellation_attest::certs::Cert;
+use constellation_attest::config::AttestationConfig;
+use constellation_attest::document::{Evidence, TdxCollateral};
 use constellation_attest::policy::Policy;
+use constellation_attest::qemu_tdx::QemuTdxValidator;
 use constellation_attest::snp::{self, AmdRoots, ReportDataBinding};
 use constellation_attest::tdx::{self, CollateralFiles, Times};
+use constellation_attest::variant::Variant;
 use constellation_attest::{azure, document::AttestationDocument, measurements::Measurements};
 use serde_json::json;
 use time::OffsetDateTime;
@@ -85,21 +89,77 @@ enum Cmd {
         #[command(flatten)]
         common: Common,
     },
-    /// Our vTPM attestation document (CBOR, or its JSON rendering).
+    /// Our attestation document of any vTPM-based variant (CBOR, or its JSON rendering),
+    /// checked by the validator of the variant it names.
     Tpm {
-        /// The document.
+        #[command(flatten)]
+        doc: DocArgs,
+        /// Policy JSON (docs/attestation-policy.md): hardware policy and the cloud endpoints
+        /// some variants need (gcp-sev-es, azure-trustedlaunch, aws-nitro-tpm). Default: strict.
         #[arg(long)]
-        document: PathBuf,
-        /// Expected measurements JSON.
-        #[arg(long)]
-        measurements: PathBuf,
-        /// Nonce the document must be bound to (hex). Default: empty.
-        #[arg(long, default_value = "")]
-        nonce: String,
-        /// Expected user data (hex). Default: whatever the document carries (reported).
-        #[arg(long)]
-        user_data: Option<String>,
+        policy: Option<PathBuf>,
     },
+    /// Our qemu-tdx attestation document (CBOR or JSON): TD quote, collateral, REPORT_DATA
+    /// binding and MRTD/RTMR measurements.
+    QemuTdx {
+        #[command(flatten)]
+        doc: DocArgs,
+        /// Collateral directory (layout as for `tdx`); replaces any collateral in the document.
+        #[arg(long)]
+        collateral: Option<PathBuf>,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(clap::Args)]
+struct DocArgs {
+    /// The document.
+    #[arg(long)]
+    document: PathBuf,
+    /// Expected measurements JSON.
+    #[arg(long)]
+    measurements: PathBuf,
+    /// Nonce the document must be bound to (hex). Default: empty.
+    #[arg(long, default_value = "")]
+    nonce: String,
+    /// Expected user data (hex). Default: whatever the document carries (reported).
+    #[arg(long)]
+    user_data: Option<String>,
+}
+
+/// A parsed document with what it must be bound to.
+struct DocInput {
+    doc: AttestationDocument,
+    measurements: Measurements,
+    nonce: Vec<u8>,
+    user_data: Vec<u8>,
+}
+
+impl DocArgs {
+    fn load(&self) -> Result<DocInput> {
+        let bytes = read(&self.document)?;
+        let doc = match AttestationDocument::from_bytes(&bytes) {
+            Ok(d) => d,
+            Err(cbor) => serde_json::from_slice::<AttestationDocument>(&bytes).map_err(|json| {
+                anyhow::anyhow!("document is neither CBOR ({cbor}) nor JSON ({json})")
+            })?,
+        };
+        let measurements =
+            Measurements::from_json(&String::from_utf8_lossy(&read(&self.measurements)?))
+                .context("measurements JSON")?;
+        let nonce = hex::decode(self.nonce.trim()).context("--nonce: hex")?;
+        let user_data = match &self.user_data {
+            Some(h) => hex::decode(h.trim()).context("--user-data: hex")?,
+            None => doc.user_data.clone(),
+        };
+        Ok(DocInput {
+            doc,
+            measurements,
+            nonce,
+            user_data,
+        })
+    }
 }
 
 fn read(p: &Path) -> Result<Vec<u8>> {
@@ -262,40 +322,77 @@ fn run(cli: Cli) -> Result<Outcome> {
                 Err(e) => Err(errs(e)),
             }
         }
-        Cmd::Tpm {
-            document,
-            measurements,
-            nonce,
-            user_data,
-        } => {
-            let bytes = read(&document)?;
-            let doc = match AttestationDocument::from_bytes(&bytes) {
-                Ok(d) => d,
-                Err(cbor) => {
-                    serde_json::from_slice::<AttestationDocument>(&bytes).map_err(|json| {
-                        anyhow::anyhow!("document is neither CBOR ({cbor}) nor JSON ({json})")
-                    })?
-                }
-            };
-            let m = Measurements::from_json(&String::from_utf8_lossy(&read(&measurements)?))
-                .context("measurements JSON")?;
-            let nonce = hex::decode(nonce.trim()).context("--nonce: hex")?;
-            let expected_ud = match user_data {
-                Some(h) => hex::decode(h.trim()).context("--user-data: hex")?,
-                None => doc.user_data.clone(),
-            };
-            let validators: Vec<std::sync::Arc<dyn constellation_attest::Validator>> =
-                vec![std::sync::Arc::new(
-                    constellation_attest::qemu_vtpm::validator(m),
-                )];
+        Cmd::Tpm { doc, policy: pol } => {
+            let input = doc.load()?;
+            let variant = input.doc.variant;
+            if !variant.is_vtpm() {
+                anyhow::bail!(
+                    "{} is a {variant} document, not a vTPM-based one; use the `{variant}` form",
+                    doc.document.display()
+                );
+            }
+            let policy = policy(&Common {
+                at: None,
+                policy: pol,
+            })?;
+            let validators = AttestationConfig {
+                variant,
+                measurements: input.measurements,
+                policy,
+            }
+            .validators()
+            .with_context(|| format!("building the {variant} validator from the policy"))?;
             match constellation_attest::validator::validate_document(
                 &validators,
-                &doc,
-                &nonce,
-                &expected_ud,
+                &input.doc,
+                &input.nonce,
+                &input.user_data,
             ) {
                 Ok(c) => Ok(json!({ "tpm": c })),
                 Err(e) => Err(vec![e.to_string()]),
+            }
+        }
+        Cmd::QemuTdx {
+            doc,
+            collateral,
+            common,
+        } => {
+            let input = doc.load()?;
+            let Evidence::Tdx(mut ev) = input.doc.evidence else {
+                anyhow::bail!(
+                    "{} is a {} document, not qemu-tdx; use the `tpm` form",
+                    doc.document.display(),
+                    input.doc.variant
+                );
+            };
+            if input.doc.variant != Variant::QemuTdx {
+                anyhow::bail!(
+                    "{} is a {} document, not qemu-tdx",
+                    doc.document.display(),
+                    input.doc.variant
+                );
+            }
+            if let Some(dir) = &collateral {
+                ev.collateral = Some(TdxCollateral::from_files(&read_collateral(dir)?));
+            }
+            let p = policy(&common)?;
+            let at = parse_time(common.at.as_deref())?;
+            let v = QemuTdxValidator::new(input.measurements, p.tdx).context("policy tdx")?;
+            let mut fails = Vec::new();
+            if input.doc.user_data != input.user_data {
+                fails.push(format!(
+                    "the document carries user data {}, expected {}",
+                    hex::encode(&input.doc.user_data),
+                    hex::encode(&input.user_data)
+                ));
+            }
+            match v.validate_tdx_at(&input.user_data, &ev, &input.nonce, at) {
+                Ok(c) if fails.is_empty() => Ok(json!({ "qemu_tdx": c })),
+                Ok(_) => Err(fails),
+                Err(e) => {
+                    fails.push(e.to_string());
+                    Err(fails)
+                }
             }
         }
     })
