@@ -187,7 +187,7 @@ output "verified" {{
     );
     let started = at("VMs started", "secs");
     let attested = at("first control plane attested", "after_s");
-    let init = at("cluster initialised", "secs");
+    let init = at("cluster initialised:", "secs");
     let joined = at("all nodes joined", "secs");
     if let (Some(s), Some(a), Some(i), Some(j)) = (started, attested, init, joined) {
         println!("  VMs started:                     {s:>6.1} s");
@@ -195,8 +195,15 @@ output "verified" {{
         println!("  Init (attested → initialised):   {:>6.1} s", i - s - a);
         println!("  joins (initialised → all joined): {:>5.1} s", j - i);
         println!("  goal: <= 30 s in all");
-    } else if !ok {
-        println!("{}", apply.combined());
+    } else {
+        println!(
+            "  split not found in the provider log ({} lines at {}): started={started:?} attested={attested:?} init={init:?} joined={joined:?}",
+            text.lines().count(),
+            log.display()
+        );
+        if !ok {
+            println!("{}", apply.combined());
+        }
     }
     ws.set_env("TF_LOG_PROVIDER", "");
     let d = ws.destroy().expect("destroy");
