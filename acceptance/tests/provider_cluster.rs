@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use acceptance::{Install, ProviderBinary, TfOutput, Workspace, require_terraform};
+use acceptance::{Install, ProviderBinary, TfOutput, Workspace, require_terraform, workspace_root};
 use serde_json::Value;
 
 const SOURCE: &str = "registry.terraform.io/constellation-rs/constellation";
@@ -309,7 +309,7 @@ fn invalid_configuration_is_refused_at_the_attribute_without_vms() {
     }
 }
 
-/// 1 control plane + 2 workers with a write-only master secret; verification; stable plans;
+/// examples/local (1 control plane + 2 workers) with a write-only master secret; verification; stable plans;
 /// scale 2 → 3 → 1; a killed worker is drift that apply repairs; a worker booted from a
 /// tampered image is refused naming the PCR; import; destroy leaves nothing.
 #[test]
@@ -327,13 +327,33 @@ fn local_cluster_lifecycle() {
         serde_json::from_slice(&std::fs::read(image.join("manifest.json")).unwrap()).unwrap();
     let version = version["version"].as_str().unwrap().to_owned();
     let secret = "5ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e7c0de".to_string();
-    let mut cluster = Cluster {
-        workers: 2,
-        control_planes: 1,
-        secret: Some(secret.clone()),
-        extra: String::new(),
+    // examples/local exactly as a user runs it, plus a write-only master secret (an override
+    // file), the image copy and the worker count (tfvars) and one extra output.
+    let example = std::fs::read_to_string(workspace_root().join("examples/local/main.tf")).unwrap();
+    ws.write("main.tf", &example).unwrap();
+    ws.write(
+        "main_override.tf",
+        &format!(
+            "resource \"constellation_cluster\" \"local\" {{\n  master_secret_wo         = \"{secret}\"\n  master_secret_wo_version = 1\n}}\n"
+        ),
+    )
+    .unwrap();
+    ws.write(
+        "test.tf",
+        "output \"verified_pcr15\" {\n  value = data.constellation_cluster_verification.control_plane.measurements[\"15\"]\n}\n",
+    )
+    .unwrap();
+    let set_workers = |ws: &Workspace, n: u32| {
+        ws.write(
+            "terraform.tfvars",
+            &format!(
+                "image_dir    = \"{}\"\nworker_count = {n}\n",
+                image.display()
+            ),
+        )
+        .unwrap();
     };
-    ws.write("main.tf", &cluster.hcl(&image)).unwrap();
+    set_workers(&ws, 2);
     must(ws.init().unwrap());
     let trace = ws.root().join("trace.log");
     ws.set_env("TF_LOG", "trace");
@@ -351,7 +371,7 @@ fn local_cluster_lifecycle() {
     h.update(sha2::Sha256::digest(hex::decode(&id).unwrap()));
     assert_eq!(out["verified_pcr15"]["value"], hex::encode(h.finalize()));
     let n = nodes(&ws);
-    assert_eq!(names(&n), ["acc-cp-0", "acc-worker-0", "acc-worker-1"]);
+    assert_eq!(names(&n), ["demo-cp-0", "demo-worker-0", "demo-worker-1"]);
     assert_eq!(n[0]["role"], "control-plane");
     assert_eq!(n[1]["role"], "worker");
     assert_all_joined(&n, &version);
@@ -359,14 +379,14 @@ fn local_cluster_lifecycle() {
     // The write-only secret is nowhere: state, plan output, trace log, serial consoles.
     let plan = must(ws.plan().unwrap());
     assert!(plan.no_changes(), "{}", plan.stdout);
-    let work = ws.dir().join(".constellation/acc");
+    let work = ws.dir().join(".constellation/demo");
     let mut haystacks = vec![
         ("terraform.tfstate", ws.state_raw().unwrap()),
         ("apply output", apply.combined()),
         ("plan output", plan.combined()),
         ("TF_LOG=trace", std::fs::read_to_string(&trace).unwrap()),
     ];
-    for node in ["acc-cp-0", "acc-worker-0", "acc-worker-1"] {
+    for node in ["demo-cp-0", "demo-worker-0", "demo-worker-1"] {
         let log = work.join("nodes").join(node).join("serial.log");
         haystacks.push((
             "serial log",
@@ -383,26 +403,29 @@ fn local_cluster_lifecycle() {
     ws.set_env("TF_LOG", "");
 
     // Scale 2 → 3 → 1.
-    cluster.workers = 3;
-    ws.write("main.tf", &cluster.hcl(&image)).unwrap();
+    set_workers(&ws, 3);
     must(ws.apply().unwrap());
     let n = nodes(&ws);
     assert_eq!(
         names(&n),
-        ["acc-cp-0", "acc-worker-0", "acc-worker-1", "acc-worker-2"]
+        [
+            "demo-cp-0",
+            "demo-worker-0",
+            "demo-worker-1",
+            "demo-worker-2"
+        ]
     );
     assert_all_joined(&n, &version);
-    cluster.workers = 1;
-    ws.write("main.tf", &cluster.hcl(&image)).unwrap();
+    set_workers(&ws, 1);
     must(ws.apply().unwrap());
     let n = nodes(&ws);
-    assert_eq!(names(&n), ["acc-cp-0", "acc-worker-0"]);
-    assert!(!work.join("nodes/acc-worker-2").exists());
+    assert_eq!(names(&n), ["demo-cp-0", "demo-worker-0"]);
+    assert!(!work.join("nodes/demo-worker-2").exists());
     let plan = must(ws.plan().unwrap());
     assert!(plan.no_changes(), "{}", plan.stdout);
 
     // Kill the worker's QEMU: drift in the next plan, apply restores the count.
-    let pid: i32 = std::fs::read_to_string(work.join("nodes/acc-worker-0/qemu.pid"))
+    let pid: i32 = std::fs::read_to_string(work.join("nodes/demo-worker-0/qemu.pid"))
         .unwrap()
         .trim()
         .parse()
@@ -429,8 +452,8 @@ fn local_cluster_lifecycle() {
     must(ws.apply().unwrap());
     let n = nodes(&ws);
     // Worker numbers are never reused: the replacement is number 3.
-    assert_eq!(names(&n), ["acc-cp-0", "acc-worker-3"]);
-    assert!(!work.join("nodes/acc-worker-0").exists());
+    assert_eq!(names(&n), ["demo-cp-0", "demo-worker-3"]);
+    assert!(!work.join("nodes/demo-worker-0").exists());
     assert_all_joined(&n, &version);
 
     // A worker booted from a tampered image is refused at join, naming the PCR. The disk is
@@ -439,8 +462,7 @@ fn local_cluster_lifecycle() {
         let tmp = image.join("disk.raw.tmp");
         std::fs::copy(bad.join("disk.raw"), &tmp).unwrap();
         std::fs::rename(&tmp, image.join("disk.raw")).unwrap();
-        cluster.workers = 2;
-        ws.write("main.tf", &cluster.hcl(&image)).unwrap();
+        set_workers(&ws, 2);
         // The attestation config still comes from the good image's measurements.
         std::fs::copy(
             good.join("measurements.json"),
@@ -456,14 +478,13 @@ fn local_cluster_lifecycle() {
             "the PCR is named: {text}"
         );
         // The refused VM was removed again; the cluster is as before.
-        assert!(!work.join("nodes/acc-worker-4").exists());
+        assert!(!work.join("nodes/demo-worker-4").exists());
         std::fs::copy(good.join("disk.raw"), &tmp).unwrap();
         std::fs::rename(&tmp, image.join("disk.raw")).unwrap();
-        cluster.workers = 1;
-        ws.write("main.tf", &cluster.hcl(&image)).unwrap();
+        set_workers(&ws, 1);
         let plan = must(ws.plan().unwrap());
         assert!(plan.no_changes(), "{}", plan.stdout);
-        assert_eq!(names(&nodes(&ws)), ["acc-cp-0", "acc-worker-3"]);
+        assert_eq!(names(&nodes(&ws)), ["demo-cp-0", "demo-worker-3"]);
     } else {
         eprintln!("SKIPPED tampered worker: CONSTELLATION_TEST_TAMPERED_IMAGE_DIR not set");
     }
