@@ -511,6 +511,10 @@ fn local_cluster_lifecycle() {
     // Destroy: no process, nothing left of the cluster directory.
     must(ws.destroy().unwrap());
     assert!(!work.exists(), "{} survived destroy", work.display());
+    assert!(
+        !ws.dir().join(".constellation").exists(),
+        "an empty .constellation directory survived destroy"
+    );
     let left = processes_mentioning(&ws.root().display().to_string());
     assert!(left.is_empty(), "processes left after destroy: {left:?}");
 }

@@ -608,10 +608,18 @@ impl QemuCloud {
             return Err(e);
         }
         match fs::remove_dir_all(&self.opts.work_dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(file_err("working directory", &self.opts.work_dir)(e)),
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(file_err("working directory", &self.opts.work_dir)(e)),
         }
+        // The default location is `.constellation/<name>`: leave no empty `.constellation`
+        // behind (remove_dir fails, harmlessly, while other clusters live there).
+        if let Some(parent) = self.opts.work_dir.parent()
+            && parent.file_name().is_some_and(|n| n == ".constellation")
+        {
+            let _ = fs::remove_dir(parent);
+        }
+        Ok(())
     }
 }
 
