@@ -31,6 +31,7 @@ use crate::cloud::qemu::{OVMF_CODE, OVMF_VARS, PrivateNetwork, QemuCloud, QemuOp
 use crate::cloud::{Cloud, MachineState, NodeRecord, NodeSpec, Role};
 use crate::cluster_config::{self, ClusterConfig};
 use crate::node_client::{self, OwnerCredential};
+use constellation_attest::Variant;
 
 /// Type name.
 pub const TYPE_NAME: &str = "constellation_cluster";
@@ -90,8 +91,19 @@ impl ClusterRecord {
             .map_err(|e| format!("writing {}: {e}", p.display()))
     }
 
-    fn cloud(&self) -> QemuCloud {
-        QemuCloud::new(self.qemu.clone())
+    /// The backend that runs this cluster's machines. Everything after creation goes through
+    /// the `Cloud` trait; the record's backend settings decide which implementation it is.
+    fn cloud(&self) -> Box<dyn Cloud> {
+        Box::new(QemuCloud::new(self.qemu.clone()))
+    }
+
+    /// The attestation variant of the recorded configuration (None when unreadable).
+    fn variant(&self) -> Option<Variant> {
+        let cfg = self.config_value();
+        let json = cfg.get_attr("attestation_config")?.as_str()?.to_owned();
+        AttestationConfig::from_json(json.as_bytes())
+            .ok()
+            .map(|c| c.variant)
     }
 
     fn control_planes(&self) -> impl Iterator<Item = &NodeRecord> {
@@ -113,15 +125,18 @@ const CONFIG_ATTRS: &[&str] = &[
     "timeouts",
 ];
 
-/// The object type of the configuration attributes.
-fn config_type() -> Type {
-    let full = ClusterResource.schema().value_type();
-    let attrs = full.object_attributes().cloned().unwrap_or_default();
-    Type::object(
-        CONFIG_ATTRS
-            .iter()
-            .map(|a| (*a, attrs.get(*a).cloned().unwrap_or(Type::String))),
-    )
+/// The object type of the configuration attributes (derived from the schema once).
+fn config_type() -> &'static Type {
+    static TYPE: std::sync::OnceLock<Type> = std::sync::OnceLock::new();
+    TYPE.get_or_init(|| {
+        let full = ClusterResource.schema().value_type();
+        let attrs = full.object_attributes().cloned().unwrap_or_default();
+        Type::object(
+            CONFIG_ATTRS
+                .iter()
+                .map(|a| (*a, attrs.get(*a).cloned().unwrap_or(Type::String))),
+        )
+    })
 }
 
 fn config_echo(v: &Value) -> serde_json::Value {
@@ -130,7 +145,7 @@ fn config_echo(v: &Value) -> serde_json::Value {
             .iter()
             .map(|a| (*a, v.get_attr(a).cloned().unwrap_or(Value::Null))),
     );
-    tfplugin::json::encode(&echo, &config_type())
+    tfplugin::json::encode(&echo, config_type())
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or(serde_json::Value::Null)
@@ -141,7 +156,7 @@ impl ClusterRecord {
     fn config_value(&self) -> Value {
         serde_json::to_vec(&self.config)
             .ok()
-            .and_then(|b| tfplugin::json::decode(&b, &config_type()).ok())
+            .and_then(|b| tfplugin::json::decode(&b, config_type()).ok())
             .unwrap_or_else(|| Value::object(CONFIG_ATTRS.iter().map(|a| (*a, Value::Null))))
     }
 }
@@ -530,7 +545,7 @@ impl ClusterResource {
         init_secret: &[u8],
         deadline: Instant,
     ) -> Result<constellation_node_api::v1::InitSuccess, Diagnostics> {
-        let (_, validators) = validators_for(&cfg.attestation_config)?;
+        let (att, validators) = validators_for(&cfg.attestation_config)?;
         let cp0 = record
             .control_planes()
             .next()
@@ -558,7 +573,7 @@ impl ClusterResource {
                             "The first control plane failed attestation",
                             format!(
                                 "{}\nThe node does not match `attestation_config`; Init was not sent and the master secret did not leave the provider. Check that the attestation config was built from the same image and that the image was not modified.",
-                                name_pcrs(&msg)
+                                name_registers(att.variant, &msg)
                             ),
                         ));
                     }
@@ -625,7 +640,7 @@ impl ClusterResource {
             if missing.is_empty() {
                 return Ok(joined);
             }
-            if let Some(refusal) = refusals(&cloud, record, &missing).await {
+            if let Some(refusal) = refusals(cloud.as_ref(), record, &missing).await {
                 return Err(refusal);
             }
             for n in &missing {
@@ -699,12 +714,7 @@ impl ClusterResource {
             ovmf_code: OVMF_CODE.into(),
             ovmf_vars: OVMF_VARS.into(),
         };
-        let cloud = QemuCloud::new(qemu.clone());
-        cloud
-            .prepare()
-            .await
-            .map_err(|e| err("The QEMU backend is not ready", e.to_string()))?;
-        let rec = record.insert(ClusterRecord {
+        let fresh = ClusterRecord {
             format: 1,
             name: cfg.name.clone(),
             qemu,
@@ -713,7 +723,15 @@ impl ClusterResource {
             cluster_id: None,
             image_version: manifest.version.clone(),
             config: config_echo(&req.planned_state),
-        });
+        };
+        let cloud = fresh.cloud();
+        cloud.prepare().await.map_err(|e| {
+            err(
+                &format!("The {} backend is not ready", cloud.name()),
+                e.to_string(),
+            )
+        })?;
+        let rec = record.insert(fresh);
         rec.save()
             .map_err(|e| err("Recording the cluster failed", e))?;
 
@@ -978,10 +996,28 @@ impl ClusterResource {
     }
 }
 
-/// Validator messages number registers by index; for vTPM variants those are PCRs, and the
-/// user should read "PCR 9", not "index 9".
-fn name_pcrs(text: &str) -> String {
-    text.replace("index ", "PCR ")
+/// Validator messages number registers by index. The user should read the register's own
+/// name: "PCR 9" for vTPM variants; "MRTD" / "RTMR2" for qemu-tdx (index 0 = MRTD,
+/// 1..=4 = RTMR0..3, as upstream numbers them).
+fn name_registers(variant: Variant, text: &str) -> String {
+    if variant != Variant::QemuTdx {
+        return text.replace("index ", "PCR ");
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(pos) = rest.find("index ") {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos + "index ".len()..];
+        let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+        match after[..digits].parse::<u32>() {
+            Ok(0) => out.push_str("MRTD"),
+            Ok(i @ 1..=4) => out.push_str(&format!("RTMR{}", i - 1)),
+            _ => out.push_str(&rest[pos..pos + "index ".len() + digits]),
+        }
+        rest = &after[digits..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Removes ANSI escape sequences (the node logs in colour to its console).
@@ -1010,7 +1046,7 @@ fn strip_ansi(s: &str) -> String {
 /// refused" with the peer's address and the validator's reasons). Finding it turns a long
 /// wait for a timeout into an immediate error naming the failed measurements.
 async fn refusals(
-    cloud: &QemuCloud,
+    cloud: &dyn Cloud,
     record: &ClusterRecord,
     missing: &[&NodeRecord],
 ) -> Option<Diagnostics> {
@@ -1029,7 +1065,11 @@ async fn refusals(
                         && !l.contains("no validator configured")
                 })
             {
-                let reason = name_pcrs(line.split_once("error=").map_or(line, |(_, r)| r).trim());
+                let reason = line.split_once("error=").map_or(line, |(_, r)| r).trim();
+                let reason = match record.variant() {
+                    Some(v) => name_registers(v, reason),
+                    None => reason.to_owned(),
+                };
                 return Some(err(
                     "A node was refused at join",
                     format!(
@@ -1376,6 +1416,22 @@ fn prior_joined(prior: &Value) -> BTreeMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn registers_are_named_per_variant() {
+        let msg =
+            "2 measurement(s) differ: index 9: expected aa, got bb; index 11: expected cc, got dd";
+        assert_eq!(
+            name_registers(Variant::QemuVtpm, msg),
+            "2 measurement(s) differ: PCR 9: expected aa, got bb; PCR 11: expected cc, got dd"
+        );
+        let tdx = "index 0: expected aa, got bb; index 3: expected cc, got dd; index 7: x";
+        assert_eq!(
+            name_registers(Variant::QemuTdx, tdx),
+            "MRTD: expected aa, got bb; RTMR2: expected cc, got dd; index 7: x"
+        );
+        assert_eq!(name_registers(Variant::QemuTdx, "no index"), "no index");
+    }
 
     #[test]
     fn schema_is_valid_and_secrets_are_hidden() {

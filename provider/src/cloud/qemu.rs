@@ -198,11 +198,6 @@ impl QemuCloud {
         Self { opts }
     }
 
-    /// The options.
-    pub fn options(&self) -> &QemuOptions {
-        &self.opts
-    }
-
     fn node_dir(&self, name: &str) -> PathBuf {
         self.opts.work_dir.join("nodes").join(name)
     }
