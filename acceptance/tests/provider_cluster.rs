@@ -572,3 +572,85 @@ fn tampered_first_control_plane_never_gets_init() {
     );
     assert!(ws.state_raw().map_or(true, |s| !s.contains("acc-cp-0")));
 }
+
+/// Changing `image_reference` upgrades in place, one node at a time (control planes first):
+/// while the attestation config still names the old image the new node is refused and
+/// removed again, the cluster untouched; with the new image's measurements every node is
+/// replaced, the cluster keeps its ID and verifies against the new measurements.
+///
+/// The second image is the test's "tampered" build (one extra initramfs file) with its own
+/// `measurements.json`: a different, honestly measured image, exactly what an upgrade is.
+#[test]
+fn rolling_image_upgrade() {
+    let tf = require_terraform!();
+    let (Some(v1), Some(v2)) = (
+        image_dir("CONSTELLATION_TEST_IMAGE_DIR"),
+        image_dir("CONSTELLATION_TEST_TAMPERED_IMAGE_DIR"),
+    ) else {
+        return;
+    };
+    let _serial = VMS.lock().unwrap_or_else(|p| p.into_inner());
+    let (ws, _reaper) = vm_workspace(&tf);
+    let (img1, img2) = (ws.root().join("image-v1"), ws.root().join("image-v2"));
+    copy_image(&v1, &img1);
+    copy_image(&v2, &img2);
+    let cluster = Cluster {
+        workers: 1,
+        control_planes: 1,
+        secret: None,
+        extra: String::new(),
+    };
+    ws.write("main.tf", &cluster.hcl(&img1)).unwrap();
+    must(ws.init().unwrap());
+    must(ws.apply().unwrap());
+    let id = ws.outputs().unwrap()["cluster_id"]["value"].clone();
+    assert_eq!(names(&nodes(&ws)), ["acc-cp-0", "acc-worker-0"]);
+
+    // The plan is an in-place update, not a replacement.
+    ws.write("main.tf", &cluster.hcl(&img2)).unwrap();
+    let plan = must(ws.plan().unwrap());
+    let summary = plan.change_summary().unwrap();
+    assert_eq!(summary["change"], 1, "{}", plan.stdout);
+    assert_eq!(summary["remove"], 0, "{}", plan.stdout);
+
+    // New image, old measurements: the first replacement is refused and rolled back.
+    let good_measurements = std::fs::read(img2.join("measurements.json")).unwrap();
+    std::fs::copy(
+        img1.join("measurements.json"),
+        img2.join("measurements.json"),
+    )
+    .unwrap();
+    let out = ws.apply().unwrap();
+    out.assert_failure();
+    let text = out.combined();
+    assert!(text.contains("refused"), "{text}");
+    assert!(text.contains("Rolling upgrade stopped"), "{text}");
+    assert!(text.contains("PCR 9"), "{text}");
+    let work = ws.dir().join(".constellation/acc/nodes");
+    assert!(work.join("acc-cp-0").is_dir());
+    assert!(
+        !work.join("acc-cp-1").exists(),
+        "the refused node is removed"
+    );
+
+    // The right measurements: every node replaced, control planes first.
+    std::fs::write(img2.join("measurements.json"), good_measurements).unwrap();
+    must(ws.apply().unwrap());
+    let out = ws.outputs().unwrap();
+    assert_eq!(out["verified"]["value"], true);
+    assert_eq!(
+        out["cluster_id"]["value"], id,
+        "an upgrade keeps the cluster"
+    );
+    let n = nodes(&ws);
+    assert_eq!(names(&n), ["acc-cp-2", "acc-worker-1"]);
+    for node in &n {
+        assert_eq!(node["joined"], true, "{node}");
+    }
+    for old in ["acc-cp-0", "acc-worker-0"] {
+        assert!(!work.join(old).exists(), "{old} is gone");
+    }
+    let plan = must(ws.plan().unwrap());
+    assert!(plan.no_changes(), "{}", plan.stdout);
+    must(ws.destroy().unwrap());
+}

@@ -56,10 +56,17 @@ pub struct ClusterRecord {
     pub nodes: Vec<NodeRecord>,
     /// Next worker number (never reused).
     pub next_worker: u32,
+    /// Next control-plane number (never reused; rolling upgrades add control planes).
+    #[serde(default)]
+    pub next_control_plane: u32,
     /// Cluster ID (hex) once initialised.
     pub cluster_id: Option<String>,
-    /// Image version the nodes run.
+    /// Image version new nodes run (the configured image's).
     pub image_version: String,
+    /// The configured image new nodes boot. Nodes whose own `image` differs are replaced,
+    /// one at a time, by a rolling upgrade.
+    #[serde(default)]
+    pub image_reference: String,
     /// The configuration's non-secret attributes as last applied (for import), in
     /// Terraform's JSON value encoding.
     pub config: serde_json::Value,
@@ -74,12 +81,44 @@ impl ClusterRecord {
     pub fn load(dir: &Path) -> Result<Option<Self>, String> {
         let p = Self::path(dir);
         match std::fs::read(&p) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map(Some)
+            Ok(b) => serde_json::from_slice::<Self>(&b)
+                .map(|r| Some(r.upgraded()))
                 .map_err(|e| format!("{}: {e}", p.display())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(format!("{}: {e}", p.display())),
         }
+    }
+
+    /// Fills what records written by earlier versions lack.
+    fn upgraded(mut self) -> Self {
+        if self.image_reference.is_empty()
+            && let Some(r) = self.config.get("image_reference").and_then(|v| v.as_str())
+        {
+            self.image_reference = r.to_owned();
+        }
+        for n in &mut self.nodes {
+            if n.image.is_empty() {
+                n.image = self.image_reference.clone();
+            }
+        }
+        let cps = self
+            .control_planes()
+            .map(|n| node_number(&n.name) + 1)
+            .max();
+        self.next_control_plane = self.next_control_plane.max(cps.unwrap_or(0));
+        self
+    }
+
+    /// Nodes that do not run the configured image, control planes first.
+    fn outdated(&self) -> Vec<NodeRecord> {
+        let mut v: Vec<NodeRecord> = self
+            .nodes
+            .iter()
+            .filter(|n| n.image != self.image_reference)
+            .cloned()
+            .collect();
+        v.sort_by_key(|n| (n.role != Role::ControlPlane, node_number(&n.name)));
+        v
     }
 
     fn save(&self) -> Result<(), String> {
@@ -333,7 +372,9 @@ impl ClusterResource {
                 ))
                 .attribute(Attribute::required("image_reference", Type::String).description(
                     "The node image: `data.constellation_image.<name>.reference`. Changing it \
-                     replaces the cluster (in-place upgrades come later).",
+                     upgrades in place, one node at a time: a node on the new image joins \
+                     (attested against `attestation_config`, so change both together), then \
+                     one on the old image is removed; control planes first.",
                 ))
                 .attribute(Attribute::required("attestation_config", Type::String).description(
                     "What nodes must prove: `data.constellation_attestation.<name>.config_json`. \
@@ -488,7 +529,7 @@ impl ClusterResource {
         index: u32,
         join: &[String],
         init_hash: Option<&str>,
-        image_version: &str,
+        record: &ClusterRecord,
     ) -> Result<NodeSpec, Diagnostics> {
         let (name, ip) = match role {
             Role::ControlPlane => (cfg.control_plane_name(index), cfg.control_plane_ip(index)),
@@ -511,7 +552,8 @@ impl ClusterResource {
             prefix_len: cfg.node_cidr.prefix,
             join_endpoints: join.to_vec(),
             init_secret_hash: init_hash.map(str::to_owned),
-            image_version: image_version.to_owned(),
+            image_version: record.image_version.clone(),
+            image: record.image_reference.clone(),
         })
     }
 
@@ -705,7 +747,6 @@ impl ClusterResource {
         }
         let qemu = QemuOptions {
             work_dir: work_dir.clone(),
-            image_disk: PathBuf::from(&cfg.image_reference),
             vcpus: cfg.qemu.vcpus,
             memory_mib: cfg.qemu.memory_mib,
             state_disk_mib: cfg.qemu.state_disk_mib,
@@ -720,8 +761,10 @@ impl ClusterResource {
             qemu,
             nodes: Vec::new(),
             next_worker: 0,
+            next_control_plane: cfg.control_plane_count as u32,
             cluster_id: None,
             image_version: manifest.version.clone(),
+            image_reference: cfg.image_reference.clone(),
             config: config_echo(&req.planned_state),
         };
         let cloud = fresh.cloud();
@@ -764,25 +807,17 @@ impl ClusterResource {
         };
 
         let t0 = Instant::now();
-        let spec = Self::node_spec(
-            &cfg,
-            Role::ControlPlane,
-            0,
-            &[],
-            Some(&init_hash),
-            &manifest.version,
-        )?;
+        let spec = Self::node_spec(&cfg, Role::ControlPlane, 0, &[], Some(&init_hash), rec)?;
         Self::add_node(rec, &spec).await?;
         let join = Self::join_endpoints(rec);
         for i in 1..cfg.control_plane_count as u32 {
-            let spec =
-                Self::node_spec(&cfg, Role::ControlPlane, i, &join, None, &manifest.version)?;
+            let spec = Self::node_spec(&cfg, Role::ControlPlane, i, &join, None, rec)?;
             Self::add_node(rec, &spec).await?;
         }
         for _ in 0..cfg.worker_count {
             let i = rec.next_worker;
             rec.next_worker += 1;
-            let spec = Self::node_spec(&cfg, Role::Worker, i, &join, None, &manifest.version)?;
+            let spec = Self::node_spec(&cfg, Role::Worker, i, &join, None, rec)?;
             Self::add_node(rec, &spec).await?;
         }
         tracing::info!(
@@ -835,6 +870,109 @@ impl ClusterResource {
             ),
         ]);
         Ok(Self::state_from(rec, &req.planned_state, &prior, &joined))
+    }
+
+    /// Removes a node from the cluster: every other control plane forgets it (NotFound is
+    /// fine: it may never have joined there), then its machine goes and the record follows.
+    async fn retire_node(
+        record: &mut ClusterRecord,
+        owner: &OwnerCredential,
+        node: &NodeRecord,
+    ) -> Result<(), Diagnostics> {
+        for cp in record.control_planes().filter(|c| c.name != node.name) {
+            if let Some(addr) = cp.endpoints.management {
+                node_client::remove_node(addr, owner, &node.name)
+                    .await
+                    .map_err(|e| err("Removing a node from the cluster failed", e.to_string()))?;
+            }
+        }
+        record
+            .cloud()
+            .delete_node(node)
+            .await
+            .map_err(|e| err("Removing a node failed", e.to_string()))?;
+        record.nodes.retain(|x| x.name != node.name);
+        record
+            .save()
+            .map_err(|e| err("Recording the cluster failed", e))
+    }
+
+    /// One step of a rolling upgrade: a node on the configured image joins first (attested
+    /// against the current attestation config), then `old` is retired. If the new node does
+    /// not join, it is removed again and `old` keeps running, so the cluster never has fewer
+    /// members than before.
+    async fn replace_node(
+        ctx: &Context,
+        record: &mut ClusterRecord,
+        cfg: &ClusterConfig,
+        owner: &OwnerCredential,
+        old: &NodeRecord,
+        deadline: Instant,
+    ) -> Result<(), Diagnostics> {
+        let i = match old.role {
+            Role::ControlPlane => {
+                record.next_control_plane += 1;
+                record.next_control_plane - 1
+            }
+            Role::Worker => {
+                record.next_worker += 1;
+                record.next_worker - 1
+            }
+        };
+        let join = Self::join_endpoints(record);
+        let spec = Self::node_spec(cfg, old.role, i, &join, None, record)?;
+        tracing::info!(old = %old.name, new = %spec.name, image = %spec.image, "rolling upgrade: replacing node");
+        Self::add_node(record, &spec).await?;
+        if let Err(mut d) = Self::wait_joined(ctx, record, owner, deadline).await {
+            if let Some(n) = record.nodes.iter().find(|n| n.name == spec.name).cloned()
+                && let Err(e) = Self::retire_node(record, owner, &n).await
+            {
+                d.extend(e);
+            }
+            d.error(
+                "Rolling upgrade stopped",
+                format!(
+                    "{} (image {}) did not join, so {} was kept and the cluster runs as before; \
+                     nodes still on the previous image are replaced when you apply again.",
+                    spec.name, spec.image, old.name
+                ),
+            );
+            return Err(d);
+        }
+        // A control plane is listed as a member when its ticket is issued, but serves only
+        // after it set up its disk; the old one goes once the new one answers.
+        if let Some(addr) = record
+            .nodes
+            .iter()
+            .find(|n| n.name == spec.name)
+            .and_then(|n| n.endpoints.management)
+        {
+            loop {
+                let last = match node_client::status(addr, owner).await {
+                    Ok(_) => break,
+                    Err(e) => e.to_string(),
+                };
+                if Instant::now() >= deadline {
+                    return Err(err(
+                        "Rolling upgrade stopped",
+                        format!(
+                            "{} joined but its management API did not answer before the \
+                             timeout ({last}); {} was kept. Apply again to continue.",
+                            spec.name, old.name
+                        ),
+                    ));
+                }
+                pause(
+                    ctx,
+                    deadline,
+                    "waiting for the new control plane's management API",
+                )
+                .await?;
+            }
+        }
+        Self::retire_node(record, owner, old).await?;
+        tracing::info!(old = %old.name, new = %spec.name, "rolling upgrade: node replaced");
+        Ok(())
     }
 
     async fn update_inner(ctx: &Context, req: &ApplyRequest) -> Result<Value, Diagnostics> {
@@ -918,7 +1056,17 @@ impl ClusterResource {
         record
             .save()
             .map_err(|e| err("Recording the cluster failed", e))?;
-        let before: BTreeSet<String> = record.nodes.iter().map(|n| n.name.clone()).collect();
+        // A new image: new nodes boot it from now on; nodes on another image are replaced
+        // below, one at a time.
+        if cfg.image_reference != record.image_reference {
+            let manifest = cluster_config::image_manifest(&cfg.image_reference)
+                .map_err(|e| err_at("image_reference", "Image missing", e))?;
+            record.image_reference = cfg.image_reference.clone();
+            record.image_version = manifest.version;
+            record
+                .save()
+                .map_err(|e| err("Recording the cluster failed", e))?;
+        }
         let workers: Vec<NodeRecord> = record
             .nodes
             .iter()
@@ -927,36 +1075,34 @@ impl ClusterResource {
             .collect();
         let want = cfg.worker_count as usize;
         if workers.len() > want {
-            // Highest numbers first: the newest workers go.
+            // Workers on an old image go first, then the newest (highest numbers).
             let mut sorted = workers.clone();
-            sorted.sort_by_key(|n| std::cmp::Reverse(worker_number(&n.name)));
+            sorted.sort_by_key(|n| {
+                (
+                    n.image == record.image_reference,
+                    std::cmp::Reverse(node_number(&n.name)),
+                )
+            });
             for n in sorted.iter().take(workers.len() - want) {
-                node_client::remove_node(first_mgmt(&record)?, &owner, &n.name)
-                    .await
-                    .map_err(|e| err("Removing a node from the cluster failed", e.to_string()))?;
-                cloud
-                    .delete_node(n)
-                    .await
-                    .map_err(|e| err("Removing a node failed", e.to_string()))?;
-                record.nodes.retain(|x| x.name != n.name);
-                record
-                    .save()
-                    .map_err(|e| err("Recording the cluster failed", e))?;
+                Self::retire_node(&mut record, &owner, n).await?;
                 tracing::info!(node = %n.name, "worker removed");
             }
-        } else if workers.len() < want {
+        }
+        for old in record.outdated() {
+            Self::replace_node(ctx, &mut record, &cfg, &owner, &old, deadline).await?;
+        }
+        let before: BTreeSet<String> = record.nodes.iter().map(|n| n.name.clone()).collect();
+        let have = record
+            .nodes
+            .iter()
+            .filter(|n| n.role == Role::Worker)
+            .count();
+        if have < want {
             let join = Self::join_endpoints(&record);
-            for _ in workers.len()..want {
+            for _ in have..want {
                 let i = record.next_worker;
                 record.next_worker += 1;
-                let spec = Self::node_spec(
-                    &cfg,
-                    Role::Worker,
-                    i,
-                    &join,
-                    None,
-                    &record.image_version.clone(),
-                )?;
+                let spec = Self::node_spec(&cfg, Role::Worker, i, &join, None, &record)?;
                 Self::add_node(&mut record, &spec).await?;
             }
         }
@@ -1095,7 +1241,7 @@ fn first_mgmt(record: &ClusterRecord) -> Result<SocketAddr, Diagnostics> {
         })
 }
 
-fn worker_number(name: &str) -> u32 {
+fn node_number(name: &str) -> u32 {
     name.rsplit('-')
         .next()
         .and_then(|n| n.parse().ok())
@@ -1140,7 +1286,6 @@ impl Resource for ClusterResource {
             "name",
             "cloud",
             "control_plane_count",
-            "image_reference",
             "kubernetes_version",
             "network",
             "master_secret_wo_version",
@@ -1158,7 +1303,10 @@ impl Resource for ClusterResource {
         if request.is_create() || request.is_destroy() {
             return;
         }
-        // Values fixed at creation stay as they are on in-place updates.
+        // A new image replaces nodes (rolling), so what names nodes and endpoints changes.
+        let image_changed = request.prior_state.get_attr("image_reference")
+            != request.proposed_new_state.get_attr("image_reference");
+        // Values fixed at creation stay as they are on other in-place updates.
         for a in [
             "id",
             "cluster_id",
@@ -1173,10 +1321,19 @@ impl Resource for ClusterResource {
             "master_secret",
             "master_salt",
         ] {
+            if image_changed
+                && matches!(
+                    a,
+                    "image_version" | "management_endpoint" | "verification_endpoint"
+                )
+            {
+                continue;
+            }
             plan.use_prior_if_unknown(&request.prior_state, &AttributePath::new(a));
         }
-        if request.prior_state.get_attr("worker_count")
-            == request.proposed_new_state.get_attr("worker_count")
+        if !image_changed
+            && request.prior_state.get_attr("worker_count")
+                == request.proposed_new_state.get_attr("worker_count")
         {
             plan.use_prior_if_unknown(&request.prior_state, &AttributePath::new("nodes"));
         }
@@ -1475,8 +1632,8 @@ mod tests {
     }
 
     #[test]
-    fn worker_numbers_come_from_names() {
-        assert_eq!(worker_number("demo-worker-12"), 12);
-        assert_eq!(worker_number("demo"), 0);
+    fn node_numbers_come_from_names() {
+        assert_eq!(node_number("demo-worker-12"), 12);
+        assert_eq!(node_number("demo"), 0);
     }
 }

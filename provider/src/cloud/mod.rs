@@ -49,6 +49,9 @@ pub struct NodeSpec {
     pub init_secret_hash: Option<String>,
     /// Image version reported by the node.
     pub image_version: String,
+    /// The image to boot, in the backend's terms (QEMU: the image's `disk.raw`). Per node,
+    /// so that a rolling upgrade runs old and new images side by side.
+    pub image: String,
 }
 
 /// Where the provider reaches a node's services from the machine it runs on.
@@ -77,6 +80,10 @@ pub struct NodeRecord {
     pub private_ip: Ipv4Addr,
     /// How the provider reaches it.
     pub endpoints: NodeEndpoints,
+    /// The image it booted (the spec's `image`); empty in records written before rolling
+    /// upgrades existed, which then count as running the cluster's recorded image.
+    #[serde(default)]
+    pub image: String,
 }
 
 /// The machine state of a node as the backend sees it.

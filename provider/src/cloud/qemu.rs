@@ -90,8 +90,6 @@ impl PrivateNetwork {
 pub struct QemuOptions {
     /// The cluster's working directory (absolute).
     pub work_dir: PathBuf,
-    /// The image's `disk.raw` (absolute); attached read-only to every VM.
-    pub image_disk: PathBuf,
     /// Virtual CPUs per VM.
     pub vcpus: u32,
     /// Memory per VM in MiB.
@@ -363,7 +361,7 @@ impl QemuCloud {
             .arg("-drive")
             .arg(format!(
                 "if=none,id=boot,format=raw,readonly=on,file={}",
-                o.image_disk.display()
+                spec.image
             ))
             .args(["-device", "virtio-blk-pci,drive=boot,bootindex=0"])
             .arg("-drive")
@@ -448,6 +446,8 @@ impl QemuCloud {
     }
 
     fn start_in(&self, dir: &Path, spec: &NodeSpec) -> Result<NodeRecord, CloudError> {
+        let image = Path::new(&spec.image);
+        fs::metadata(image).map_err(file_err("image disk", image))?;
         let vars = dir.join("OVMF_VARS.fd");
         fs::copy(&self.opts.ovmf_vars, &vars).map_err(file_err(
             "OVMF variables template (Debian: apt-get install ovmf)",
@@ -514,6 +514,7 @@ impl QemuCloud {
             role: spec.role,
             private_ip: spec.private_ip,
             endpoints,
+            image: spec.image.clone(),
         })
     }
 
@@ -646,7 +647,6 @@ impl super::Cloud for QemuCloud {
                     "OVMF variables template (Debian: apt-get install ovmf)",
                     &opts.ovmf_vars,
                 ),
-                ("image disk", &opts.image_disk),
             ] {
                 fs::metadata(p).map_err(file_err(what, p))?;
             }
@@ -716,6 +716,7 @@ mod tests {
             join_endpoints: vec![],
             init_secret_hash: Some("$argon2id$v=19$m=19456,t=2,p=1$abc$def".into()),
             image_version: "v0.1.0".into(),
+            image: "/images/v0.1.0/disk.raw".into(),
         }
     }
 
