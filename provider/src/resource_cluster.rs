@@ -288,15 +288,20 @@ async fn pause(ctx: &Context, deadline: Instant, what: &str) -> Result<(), Diagn
     }
 }
 
-/// The cluster as the control planes see it: member name → (image version).
-async fn members(
-    record: &ClusterRecord,
-    owner: &OwnerCredential,
-) -> Result<(BTreeMap<String, String>, Option<String>, String), String> {
-    let mut out = BTreeMap::new();
+/// The cluster as its control planes report it (`GetStatus` on each, merged).
+#[derive(Debug, Default)]
+struct ClusterView {
+    /// Member name → image version.
+    joined: BTreeMap<String, String>,
+    /// The attestation config a control plane enforces.
+    attestation_config: Option<String>,
+    /// (control plane, refused handshake), oldest first per control plane.
+    refusals: Vec<(String, constellation_node_api::v1::Refusal)>,
+}
+
+async fn members(record: &ClusterRecord, owner: &OwnerCredential) -> Result<ClusterView, String> {
+    let mut view = ClusterView::default();
     let mut last_err = None;
-    let mut att = None;
-    let mut k8s = String::new();
     for cp in record.control_planes() {
         let Some(addr) = cp.endpoints.management else {
             continue;
@@ -304,20 +309,22 @@ async fn members(
         match node_client::status(addr, owner).await {
             Ok(st) => {
                 for n in st.nodes {
-                    out.insert(n.name, n.image_version);
+                    view.joined.insert(n.name, n.image_version);
                 }
-                att.get_or_insert(st.attestation_config_json);
-                k8s = st.kubernetes_status;
+                view.attestation_config
+                    .get_or_insert(st.attestation_config_json);
+                view.refusals
+                    .extend(st.recent_refusals.into_iter().map(|r| (cp.name.clone(), r)));
             }
             Err(e) => last_err = Some(e.to_string()),
         }
     }
-    if out.is_empty()
+    if view.joined.is_empty()
         && let Some(e) = last_err
     {
         return Err(e);
     }
-    Ok((out, att, k8s))
+    Ok(view)
 }
 
 impl ClusterResource {
@@ -673,7 +680,8 @@ impl ClusterResource {
     ) -> Result<BTreeMap<String, String>, Diagnostics> {
         let cloud = record.cloud();
         loop {
-            let (joined, _, _) = members(record, owner).await.unwrap_or_default();
+            let view = members(record, owner).await.unwrap_or_default();
+            let joined = view.joined;
             let missing: Vec<&NodeRecord> = record
                 .nodes
                 .iter()
@@ -682,7 +690,7 @@ impl ClusterResource {
             if missing.is_empty() {
                 return Ok(joined);
             }
-            if let Some(refusal) = refusals(cloud.as_ref(), record, &missing).await {
+            if let Some(refusal) = refusal_of(record, &view.refusals, &missing) {
                 return Err(refusal);
             }
             for n in &missing {
@@ -1188,43 +1196,35 @@ fn strip_ansi(s: &str) -> String {
     out
 }
 
-/// A control plane that refused a joining node says why in its log ("aTLS handshake
-/// refused" with the peer's address and the validator's reasons). Finding it turns a long
-/// wait for a timeout into an immediate error naming the failed measurements.
-async fn refusals(
-    cloud: &dyn Cloud,
+/// A control plane that refused a joining node says why (`GetStatus.recent_refusals`: the
+/// peer's address and the validator's reasons). Finding it turns a long wait for a timeout
+/// into an immediate error naming the failed measurements.
+fn refusal_of(
     record: &ClusterRecord,
+    refusals: &[(String, constellation_node_api::v1::Refusal)],
     missing: &[&NodeRecord],
 ) -> Option<Diagnostics> {
-    for cp in record.control_planes() {
-        let log = strip_ansi(&cloud.console_tail(cp, 64 * 1024).await);
-        for n in missing {
-            let peer = format!("peer={}:", n.private_ip);
-            if let Some(line) = log
-                .lines()
-                .rev()
-                // Before Init a control plane has no attestation config and refuses everyone
-                // ("no validator configured"); joiners retry, so that is not a verdict.
-                .find(|l| {
-                    l.contains("handshake refused")
-                        && l.contains(&peer)
-                        && !l.contains("no validator configured")
-                })
-            {
-                let reason = line.split_once("error=").map_or(line, |(_, r)| r).trim();
-                let reason = match record.variant() {
-                    Some(v) => name_registers(v, reason),
-                    None => reason.to_owned(),
-                };
-                return Some(err(
-                    "A node was refused at join",
-                    format!(
-                        "Control plane {} refused {} ({}): {reason}\nThe node does not match `attestation_config`: it booted a different image or was tampered with. It got no key and no ticket.",
-                        cp.name, n.name, n.private_ip
-                    ),
-                ));
-            }
-        }
+    for n in missing {
+        let ip = n.private_ip.to_string();
+        // Before Init a control plane has no attestation config and refuses everyone
+        // ("no validator configured"); joiners retry, so that is not a verdict.
+        let Some((cp, r)) = refusals.iter().rev().find(|(_, r)| {
+            r.peer.rsplit_once(':').map_or(r.peer.as_str(), |(h, _)| h) == ip
+                && !r.reason.contains("no validator configured")
+        }) else {
+            continue;
+        };
+        let reason = match record.variant() {
+            Some(v) => name_registers(v, &r.reason),
+            None => r.reason.clone(),
+        };
+        return Some(err(
+            "A node was refused at join",
+            format!(
+                "Control plane {cp} refused {} ({ip}) at {}: {reason}\nThe node does not match `attestation_config`: it booted a different image or was tampered with. It got no key and no ticket.",
+                n.name, r.time
+            ),
+        ));
     }
     None
 }
@@ -1368,7 +1368,7 @@ impl Resource for ClusterResource {
         let mut state_cfg = prior.clone();
         let (joined, att) = match owner_from_state(prior) {
             Some(owner) => match members(&record, &owner).await {
-                Ok((j, att, _)) => (j, att),
+                Ok(v) => (v.joined, v.attestation_config),
                 Err(e) => {
                     d.warning("Control planes unreachable", format!("Could not ask the control planes for members: {e}. Node membership is shown as last known."));
                     (prior_joined(prior), None)
@@ -1573,6 +1573,95 @@ fn prior_joined(prior: &Value) -> BTreeMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn node(name: &str, role: Role, ip: [u8; 4], image: &str) -> NodeRecord {
+        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        NodeRecord {
+            name: name.into(),
+            role,
+            private_ip: ip.into(),
+            endpoints: crate::cloud::NodeEndpoints {
+                init: None,
+                management: None,
+                recovery: None,
+                verify_http: a,
+                verify_grpc: a,
+            },
+            image: image.into(),
+        }
+    }
+
+    fn record(nodes: Vec<NodeRecord>) -> ClusterRecord {
+        ClusterRecord {
+            format: 1,
+            name: "acc".into(),
+            qemu: QemuOptions {
+                work_dir: "/tmp/x".into(),
+                vcpus: 1,
+                memory_mib: 1024,
+                state_disk_mib: 256,
+                accel: crate::cloud::qemu::Accel::Tcg,
+                network: PrivateNetwork::random(),
+                ovmf_code: OVMF_CODE.into(),
+                ovmf_vars: OVMF_VARS.into(),
+            },
+            nodes,
+            next_worker: 0,
+            next_control_plane: 0,
+            cluster_id: None,
+            image_version: "v2".into(),
+            image_reference: String::new(),
+            config: serde_json::json!({ "image_reference": "/img/v1/disk.raw" }),
+        }
+    }
+
+    #[test]
+    fn old_records_upgrade_and_outdated_nodes_go_control_planes_first() {
+        let r = record(vec![
+            node("acc-worker-3", Role::Worker, [10, 0, 0, 103], ""),
+            node("acc-cp-4", Role::ControlPlane, [10, 0, 0, 14], ""),
+        ])
+        .upgraded();
+        // Missing fields come from the recorded configuration and the node names.
+        assert_eq!(r.image_reference, "/img/v1/disk.raw");
+        assert!(r.nodes.iter().all(|n| n.image == "/img/v1/disk.raw"));
+        assert_eq!(r.next_control_plane, 5);
+        assert!(r.outdated().is_empty());
+        let mut r = r;
+        r.image_reference = "/img/v2/disk.raw".into();
+        let order: Vec<String> = r.outdated().into_iter().map(|n| n.name).collect();
+        assert_eq!(order, ["acc-cp-4", "acc-worker-3"]);
+    }
+
+    #[test]
+    fn refusals_of_missing_nodes_fail_fast_and_name_pcrs() {
+        use constellation_node_api::v1::Refusal;
+        let w = node("acc-worker-1", Role::Worker, [10, 42, 0, 101], "/i");
+        let r = record(vec![w.clone()]);
+        let refusal = |peer: &str, reason: &str| {
+            (
+                "acc-cp-0".to_string(),
+                Refusal {
+                    peer: peer.into(),
+                    time: "2026-11-26T00:00:00Z".into(),
+                    reason: reason.into(),
+                },
+            )
+        };
+        // Before Init everyone is refused; not a verdict. Other peers do not count.
+        let list = vec![
+            refusal("10.42.0.101:40000", "no validator configured"),
+            refusal("10.42.0.102:40000", "1 measurement(s) differ: index 9"),
+        ];
+        assert!(refusal_of(&r, &list, &[&w]).is_none());
+        let list = vec![refusal(
+            "10.42.0.101:40001",
+            "1 measurement(s) differ: index 9: expected aa, got bb",
+        )];
+        let d = format!("{:?}", refusal_of(&r, &list, &[&w]).unwrap());
+        assert!(d.contains("acc-worker-1"), "{d}");
+        assert!(d.contains("index 9") || d.contains("PCR 9"), "{d}");
+    }
 
     #[test]
     fn registers_are_named_per_variant() {
