@@ -28,6 +28,7 @@ step tests cargo test --locked --workspace
 # tss-esapi in that dependency tree; then the swtpm-backed issuer/validator/aTLS tests.
 step attest-no-tpm cargo test --locked -p constellation-attest --no-default-features
 step attest-no-tss bash -c '! cargo tree --locked -p constellation-attest --no-default-features -e normal,build | grep -q tss-esapi'
+step provider-no-tpm-libs bash -c '! cargo tree --locked -p terraform-provider-constellation -e normal,build | grep -qE "tss-esapi|libcryptsetup"'
 step attest-swtpm cargo test --locked -p constellation-attest --features tpm,test-support
 step attest-swtpm-clippy cargo clippy --locked -p constellation-attest --features tpm,test-support --all-targets -- -D warnings
 # attest-verify CLI (helper D): its integration tests run the built binary (feature `cli`).

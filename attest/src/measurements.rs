@@ -225,6 +225,19 @@ pub fn expected_pcr15(cluster_id: &[u8]) -> [u8; 32] {
     pcr_after_event(cluster_id)
 }
 
+/// Where and what a member of the cluster with `cluster_id` shows: (measurement index,
+/// expected value). vTPM variants: PCR 15 ([`expected_pcr15`]); qemu-tdx: RTMR3 at index 4
+/// ([`crate::tdx::rtmr::expected_cluster_id_rtmr`]).
+pub fn cluster_id_measurement(variant: crate::Variant, cluster_id: &[u8]) -> (u32, Vec<u8>) {
+    match variant {
+        crate::Variant::QemuTdx => (
+            crate::tdx::rtmr::CLUSTER_ID_MEASUREMENT_INDEX,
+            crate::tdx::rtmr::expected_cluster_id_rtmr(cluster_id).to_vec(),
+        ),
+        _ => (15, expected_pcr15(cluster_id).to_vec()),
+    }
+}
+
 /// SHA-256 PCR extend: SHA256(old ‖ digest).
 pub fn extend_sha256(old: &[u8; 32], digest: &[u8; 32]) -> [u8; 32] {
     let mut h = Sha256::new();

@@ -3,7 +3,8 @@
 //! Evidence is [`TdxEvidence`]: the quote, optionally the CC event log and Intel PCS collateral.
 //! The quote's REPORT_DATA must be SHA-256(user_data ‖ nonce) ‖ 32 zero bytes
 //! ([`tdx_report_data`]). Measurements are indexed like upstream Constellation: 0 = MRTD,
-//! 1..=4 = RTMR0..3, each 48 bytes. RTMR2 is where the node extends the cluster ID.
+//! 1..=4 = RTMR0..3, each 48 bytes. RTMR3 (index 4) is where the node extends the cluster ID
+//! ([`crate::tdx::rtmr`]).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -204,6 +205,12 @@ impl QemuTdxValidator {
                 tdx::ccel::replay_rtmrs(log).map_err(|e| platform(QemuTdxError::EventLog(e)))?;
             let bad: Vec<Mismatch> = (0u32..)
                 .zip(replayed.iter())
+                // The firmware log does not record the node's runtime cluster-ID extension. When
+                // the log has no event for that RTMR, the register holds only runtime
+                // extensions, which the measurements (index 4) check instead.
+                .filter(|(i, value)| {
+                    !(*i == tdx::rtmr::CLUSTER_ID_RTMR && **value == [0u8; tdx::rtmr::RTMR_LEN])
+                })
                 .filter_map(|(i, value)| {
                     let quoted = registers.get(&(RTMR0_INDEX + i))?;
                     (quoted.as_slice() != value).then(|| Mismatch {

@@ -266,6 +266,18 @@ pub enum IssueError {
         #[source]
         source: std::io::Error,
     },
+    /// The attestation key the variant's cloud provisions is missing or unusable.
+    #[error("{variant}: attestation key at {location}: {message}; {expected}")]
+    AttestationKey {
+        /// The variant.
+        variant: Variant,
+        /// Where the key (or its template) should be, e.g. `persistent handle 0x81000003`.
+        location: String,
+        /// What is wrong.
+        message: String,
+        /// What the cloud should have provisioned there.
+        expected: String,
+    },
     /// The issuer's worker is gone (e.g. it panicked or was shut down).
     #[error("attestation issuer is shut down")]
     Closed,

@@ -332,3 +332,50 @@ fn cached_verifier_still_checks_every_document() {
     let errs = quote_errors(v.validate_bytes(&bad.to_bytes(), NONCE, USER).unwrap_err());
     assert!(errs.contains(&TdxError::QeReportSignature), "{errs:?}");
 }
+
+/// The node's cluster-ID lock (RTMR3 via sysfs, not in the firmware's event log) and the
+/// validator agree: RTMR3 = SHA-384(0⁴⁸ ‖ SHA-384(cluster ID)) at measurement index 4, and the
+/// log's replay does not flag the runtime-only register.
+#[test]
+fn cluster_id_in_rtmr3_validates_with_event_log() {
+    use constellation_attest::tdx::rtmr::{
+        CLUSTER_ID_MEASUREMENT_INDEX, CLUSTER_ID_RTMR, expected_cluster_id_rtmr,
+    };
+    let f = fixture();
+    let cid = [0x5a_u8; 32];
+    let mut spec = f.spec.clone();
+    spec.rtmr[CLUSTER_ID_RTMR as usize] = expected_cluster_id_rtmr(&cid);
+    assert_eq!(CLUSTER_ID_MEASUREMENT_INDEX, 4);
+    let v = validators(&f, measurements(&spec));
+    let c = v
+        .validate_bytes(&doc(&f, &spec, Some(&f.log), true), NONCE, USER)
+        .unwrap();
+    assert!(c.event_log_verified);
+    assert_eq!(
+        c.measurements[&CLUSTER_ID_MEASUREMENT_INDEX],
+        expected_cluster_id_rtmr(&cid).to_vec()
+    );
+    // Locked to another cluster: the measurement at index 4 is what fails.
+    let mut other = spec.clone();
+    other.rtmr[CLUSTER_ID_RTMR as usize] = expected_cluster_id_rtmr(&[0x5b; 32]);
+    match v
+        .validate_bytes(&doc(&f, &other, Some(&f.log), true), NONCE, USER)
+        .unwrap_err()
+    {
+        ValidationError::MeasurementMismatch(m) => {
+            assert_eq!(m.iter().map(|m| m.index).collect::<Vec<_>>(), vec![4]);
+        }
+        other => panic!("{other}"),
+    }
+    // A log that does record RTMR3 events is still replayed for it.
+    let (log4, _) = ccel(&[(1, b"firmware"), (2, b"kernel"), (3, b"cmdline"), (4, b"x")]);
+    match v
+        .validate_bytes(&doc(&f, &spec, Some(&log4), true), NONCE, USER)
+        .unwrap_err()
+    {
+        ValidationError::EventLogReplayMismatch(m) => {
+            assert_eq!(m.iter().map(|m| m.index).collect::<Vec<_>>(), vec![4]);
+        }
+        other => panic!("{other}"),
+    }
+}

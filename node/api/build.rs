@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/verify.proto",
         "proto/recover.proto",
         "proto/management.proto",
+        "proto/members.proto",
     ];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");

@@ -48,6 +48,13 @@ fn main() {
             .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
             .unwrap_or(f64::NAN)
     };
+    for info in out
+        .serial_log
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("GUEST-BENCH-INFO "))
+    {
+        println!("guest crypto: {info}");
+    }
     let (raw_w, raw_r) = (field(rows[0], "write_mib_s"), field(rows[0], "read_mib_s"));
     println!("state disk throughput in guest ({mib} MiB sequential, 1 MiB blocks):");
     for row in &rows {

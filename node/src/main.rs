@@ -49,12 +49,16 @@ struct Args {
     /// Azure THIM (VCEK bundle, azure-sev-snp).
     #[arg(long, env = "CONSTELLATION_THIM_URL", default_value = constellation_attest::certs::fetch::THIM_DEFAULT_BASE)]
     thim_url: String,
-    /// Plain-HTTP mirror of AMD KDS for the VCEK when the host supplies none (gcp-sev-snp).
+    /// AMD KDS (http:// or https://) for the VCEK when the host supplies none (gcp-sev-snp).
     #[arg(long, env = "CONSTELLATION_KDS_URL")]
     kds_url: Option<String>,
-    /// Plain-HTTP mirror of Intel PCS for TDX collateral (qemu-tdx, azure-tdx).
+    /// Intel PCS (http:// or https://) for TDX collateral (qemu-tdx, azure-tdx).
     #[arg(long, env = "CONSTELLATION_PCS_URL")]
     pcs_url: Option<String>,
+    /// Extra CA certificates (PEM) trusted for https:// endpoints besides the built-in Mozilla
+    /// roots, e.g. a private KDS/PCS mirror's CA.
+    #[arg(long, env = "CONSTELLATION_CA_FILE")]
+    ca_file: Option<PathBuf>,
     /// Address the public servers bind to.
     #[arg(long, default_value = "0.0.0.0")]
     listen_ip: IpAddr,
@@ -135,6 +139,7 @@ async fn run(args: Args, logs: constellation_node::logging::LogRing) -> anyhow::
             thim: args.thim_url.clone(),
             kds: args.kds_url.clone(),
             pcs: args.pcs_url.clone(),
+            ca_file: args.ca_file.clone(),
             ..Default::default()
         },
     })?;

@@ -1,5 +1,5 @@
-//! Wiring of the node's platform pieces: metadata, TPM (issuer + PCR 15 lock), state disk,
-//! network encryption and the aTLS transport.
+//! Wiring of the node's platform pieces: metadata, attestation issuer and cluster-ID lock (vTPM
+//! + PCR 15, or TDX quote + RTMR3), state disk, network encryption and the aTLS transport.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use constellation_attest::variant::Variant;
 
 use crate::bootstrap::Transport;
 use crate::disk::StateDisk;
-use crate::lock::ClusterLock;
+use crate::lock::{ClusterLock, TdxRtmrLock};
 use crate::metadata::{DirectoryMetadata, FwCfgMetadata, Metadata};
 use crate::netcrypt::NetworkEncryption;
 
@@ -45,15 +45,19 @@ pub struct Endpoints {
     pub imds: String,
     /// Azure THIM base URL (VCEK bundle for azure-sev-snp).
     pub thim: String,
-    /// AMD KDS base URL for the VCEK when the host's certificate table has none (GCP). `None`:
-    /// no fetch. The fetch client speaks plain `http://` only, so this must be an HTTP mirror
-    /// of `https://kdsintf.amd.com`.
+    /// AMD KDS base URL for the VCEK when the host's certificate table has none (GCP), e.g.
+    /// `https://kdsintf.amd.com` or an `http://`/`https://` mirror. `None`: no fetch.
     pub kds: Option<String>,
-    /// Intel PCS base URL (plain `http://` mirror) for TDX collateral; `None`: quotes are sent
-    /// without collateral and verifiers bring their own.
+    /// Intel PCS base URL for TDX collateral (e.g. `https://api.trustedservices.intel.com`);
+    /// `None`: quotes are sent without collateral and verifiers bring their own.
     pub pcs: Option<String>,
     /// Cache directory of KDS/PCS answers.
     pub cache_dir: PathBuf,
+    /// Extra CA certificates (PEM file) trusted for `https://` endpoints besides the built-in
+    /// Mozilla roots (a private mirror's CA).
+    pub ca_file: Option<PathBuf>,
+    /// The TD's measurement registers (sysfs, Linux ≥ 6.16): qemu-tdx's cluster-ID lock.
+    pub tdx_measurements: PathBuf,
 }
 
 /// Default CC event log of a TDX guest.
@@ -69,16 +73,43 @@ impl Default for Endpoints {
             kds: None,
             pcs: None,
             cache_dir: std::env::temp_dir().join("constellation-cert-cache"),
+            ca_file: None,
+            tdx_measurements: PathBuf::from(
+                constellation_attest::tdx::rtmr::DEFAULT_MEASUREMENTS_DIR,
+            ),
         }
     }
 }
 
 impl Endpoints {
+    /// The HTTP client with the extra CA file; an unusable file is an error naming it.
+    pub fn http_client(
+        &self,
+        timeout: std::time::Duration,
+    ) -> Result<PlainHttp, constellation_attest::certs::fetch::FetchError> {
+        let http = PlainHttp::with_timeout(timeout);
+        match &self.ca_file {
+            Some(f) => http.with_extra_ca_file(f),
+            None => Ok(http),
+        }
+    }
+
+    /// Fails when the extra CA file is unusable ([`open`] checks it once, so the clients below
+    /// can fall back silently).
+    pub fn check_ca_file(&self) -> Result<(), PlatformError> {
+        self.http_client(std::time::Duration::from_secs(1))
+            .map(|_| ())
+            .map_err(|e| PlatformError::Unsupported(e.to_string()))
+    }
+
+    fn client(&self, timeout: std::time::Duration) -> PlainHttp {
+        self.http_client(timeout)
+            .unwrap_or_else(|_| PlainHttp::with_timeout(timeout))
+    }
+
     // Startup metadata calls must not hold the agent for the 30 s default.
     fn http(&self) -> PlainHttp {
-        PlainHttp {
-            timeout: std::time::Duration::from_secs(10),
-        }
+        self.client(std::time::Duration::from_secs(10))
     }
 
     /// GCE metadata server client.
@@ -119,7 +150,7 @@ impl Endpoints {
             .as_ref()
             .map(|base| constellation_attest::certs::fetch::Kds {
                 base: base.clone(),
-                http: Box::new(PlainHttp::default()),
+                http: Box::new(self.client(std::time::Duration::from_secs(30))),
                 cache: DiskCache::new(self.cache_dir.join("kds")),
             })
     }
@@ -130,7 +161,7 @@ impl Endpoints {
             .as_ref()
             .map(|base| constellation_attest::certs::fetch::Pcs {
                 base: base.clone(),
-                http: Box::new(PlainHttp::default()),
+                http: Box::new(self.client(std::time::Duration::from_secs(30))),
                 cache: DiskCache::new(self.cache_dir.join("pcs")),
             })
     }
@@ -287,6 +318,7 @@ pub enum PlatformError {
 
 /// Assembles the platform from options.
 pub fn open(opts: &Options) -> Result<Platform, PlatformError> {
+    opts.endpoints.check_ca_file()?;
     let metadata: Arc<dyn Metadata> = match &opts.host_metadata_dir {
         Some(d) => {
             tracing::warn!(dir = %d.display(), "HOST TIER: metadata from a directory, not fw_cfg");
@@ -331,13 +363,15 @@ fn issuer_and_lock(opts: &Options) -> Result<crate::tpm::TpmPair, PlatformError>
     tracing::info!(variant = %opts.variant, issuer = ?kind, "attestation issuer");
     match kind {
         IssuerKind::TdxQuote => {
-            // Checked first so a non-TDX machine gets the device error, not this one.
-            let _issuer = tdx_issuer(&opts.endpoints)?;
-            Err(PlatformError::Unsupported(format!(
-                "{}: the issuer is ready ({}), but the cluster-ID lock would be an RTMR, whose extension this build does not implement; the node agent cannot run as qemu-tdx yet",
-                Variant::QemuTdx,
-                opts.endpoints.tsm_root.display()
-            )))
+            // Checked first so a non-TDX machine gets the device error, not the kernel one.
+            let issuer = tdx_issuer(&opts.endpoints)?;
+            let lock = TdxRtmrLock::open(&opts.endpoints.tdx_measurements).map_err(|e| {
+                PlatformError::Unsupported(format!(
+                    "{}: the cluster-ID lock needs the kernel's TDX RTMR files: {e}",
+                    Variant::QemuTdx
+                ))
+            })?;
+            Ok((Arc::new(issuer), Arc::new(lock)))
         }
         _ => crate::tpm::open(&opts.tpm_tcti, opts.variant, &opts.endpoints),
     }
@@ -460,20 +494,49 @@ mod tests {
             issuer.event_log.as_deref(),
             Some(dir.path().join("ccel").as_path())
         );
-        // The node cannot run as qemu-tdx without an RTMR lock: a clear error, no panic.
-        let opts = Options {
+        // Without the kernel's RTMR files the node refuses qemu-tdx, naming the requirement.
+        let mut opts = Options {
             host_metadata_dir: None,
             host_state_dir: None,
             tpm_tcti: "device:/dev/tpmrm0".into(),
             state_disk_device: None,
             variant: Variant::QemuTdx,
-            endpoints: ep,
+            endpoints: Endpoints {
+                tdx_measurements: dir.path().join("no-measurements"),
+                ..ep
+            },
         };
         let msg = issuer_and_lock(&opts)
             .err()
-            .expect("no RTMR lock")
+            .expect("no RTMR files")
             .to_string();
-        assert!(msg.contains("qemu-tdx") && msg.contains("RTMR"), "{msg}");
+        assert!(
+            msg.contains("qemu-tdx") && msg.contains("RTMR") && msg.contains("Linux 6.16"),
+            "{msg}"
+        );
+        // With them (a directory laid out like sysfs), issuer and RTMR3 lock are wired.
+        let m = dir.path().join("measurements");
+        std::fs::create_dir(&m).expect("mkdir");
+        for i in 0..4 {
+            std::fs::write(m.join(format!("rtmr{i}:sha384")), [0u8; 48]).expect("rtmr");
+        }
+        opts.endpoints.tdx_measurements = m;
+        let (issuer, lock) = issuer_and_lock(&opts).expect("qemu-tdx platform");
+        assert_eq!(issuer.variant(), Variant::QemuTdx);
+        assert!(lock.is_unlocked().expect("RTMR3"));
+    }
+
+    #[test]
+    fn unusable_ca_file_is_refused_at_start() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("ca.pem");
+        std::fs::write(&f, b"garbage").expect("write");
+        let ep = Endpoints {
+            ca_file: Some(f.clone()),
+            ..Default::default()
+        };
+        let msg = ep.check_ca_file().expect_err("bad CA file").to_string();
+        assert!(msg.contains(&f.display().to_string()), "{msg}");
     }
 
     #[test]
@@ -491,13 +554,32 @@ mod tests {
     }
 
     #[test]
-    fn azure_variants_without_their_nv_index_fail_clearly() {
+    fn azure_variants_without_their_ak_or_nv_index_fail_clearly() {
         let tpm = Swtpm::start().expect("swtpm on PATH");
-        for (v, index) in [
+        let all = [
             (Variant::AzureSevSnp, "0x01400001"),
             (Variant::AzureTdx, "0x01400001"),
             (Variant::AzureTrustedLaunch, "0x01c101d0"),
-        ] {
+        ];
+        // No cloud-provisioned AK: the error names the persistent handle.
+        for (v, _) in all {
+            let e = crate::tpm::open(&tpm.tcti(), v, &Endpoints::default())
+                .err()
+                .expect("swtpm has no Azure AK");
+            let msg = e.to_string();
+            assert!(matches!(e, PlatformError::Tpm { .. }), "{msg}");
+            assert!(
+                msg.contains(v.as_str()) && msg.contains("persistent handle 0x81000003"),
+                "{msg}"
+            );
+        }
+        // AK present, NV index missing: the error names the index.
+        tpm.persist_rsa_ak(
+            constellation_attest::tpm::issuer::AZURE_AK_PERSISTENT_HANDLE,
+            b"node-test",
+        )
+        .expect("persist AK");
+        for (v, index) in all {
             let e = crate::tpm::open(&tpm.tcti(), v, &Endpoints::default())
                 .err()
                 .expect("swtpm has no Azure NV index");
@@ -505,6 +587,31 @@ mod tests {
             assert!(matches!(e, PlatformError::Tpm { .. }), "{msg}");
             assert!(msg.contains(v.as_str()) && msg.contains(index), "{msg}");
         }
+    }
+
+    #[test]
+    fn gcp_variants_without_the_ak_template_fail_clearly() {
+        let tpm = Swtpm::start().expect("swtpm on PATH");
+        let server = imds(vec![
+            (
+                "/computeMetadata/v1/instance/zone",
+                "projects/123/zones/europe-west3-b".into(),
+            ),
+            ("/computeMetadata/v1/project/project-id", "proj".into()),
+            ("/computeMetadata/v1/instance/name", "node-0".into()),
+        ]);
+        let ep = Endpoints {
+            imds: server.url.clone(),
+            ..Default::default()
+        };
+        let e = crate::tpm::open(&tpm.tcti(), Variant::GcpSevEs, &ep)
+            .err()
+            .expect("swtpm has no GCE AK template");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("gcp-sev-es") && msg.contains("0x01c10001") && msg.contains("GCE"),
+            "{msg}"
+        );
     }
 
     /// A metadata server on 127.0.0.1 answering `routes` (path → body), until dropped.
@@ -571,6 +678,13 @@ mod tests {
             ..Default::default()
         };
         let tpm = Swtpm::start().expect("swtpm on PATH");
+        // gcp-sev-es quotes with the GCE AK: provision its template like the hypervisor does.
+        let template = constellation_attest::testing::rsa_ak_template_bytes(&[]).expect("template");
+        tpm.define_nv(
+            constellation_attest::tpm::issuer::GCE_AK_TEMPLATE_RSA_NV_INDEX,
+            &template,
+        )
+        .expect("provision GCE AK template");
         for (v, want) in [
             (
                 Variant::GcpSevEs,

@@ -138,6 +138,37 @@ pub struct ClusterState {
     pub attestation_config_json: String,
     /// Kubernetes state.
     pub kubernetes_status: String,
+    /// Kubernetes settings once kubeadm brought the cluster up (control planes build join
+    /// material from them).
+    #[serde(default)]
+    pub kubernetes: Option<crate::services::kubernetes::ClusterSettings>,
+}
+
+impl ClusterState {
+    /// Merges another control plane's view: members it knows that this view lacks are added
+    /// (records already here are kept), and removals win over records on either side. The
+    /// merge is idempotent and order-independent, so replicas converge. Returns whether this
+    /// view changed.
+    pub fn merge(&mut self, members: BTreeMap<String, Member>, removed: &[String]) -> bool {
+        let mut changed = false;
+        for name in removed {
+            if !self.removed.contains(name) {
+                self.removed.push(name.clone());
+                changed = true;
+            }
+        }
+        for (name, m) in members {
+            if !self.members.contains_key(&name) && !self.removed.contains(&name) {
+                self.members.insert(name, m);
+                changed = true;
+            }
+        }
+        let before = self.members.len();
+        let removed = &self.removed;
+        self.members.retain(|name, _| !removed.contains(name));
+        changed |= self.members.len() != before;
+        changed
+    }
 }
 
 /// RFC 3339 UTC timestamp of now.
@@ -150,6 +181,46 @@ pub fn now_rfc3339() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn member(ip: &str) -> Member {
+        Member {
+            role: Role::Worker,
+            image_version: "v".into(),
+            attestation_summary: String::new(),
+            joined_at: now_rfc3339(),
+            private_ip: ip.into(),
+            disk_uuid: String::new(),
+            wireguard_public_key: String::new(),
+            wireguard_address: String::new(),
+        }
+    }
+
+    #[test]
+    fn merge_is_idempotent_union_with_removals_winning() {
+        let mut a = ClusterState::default();
+        a.members.insert("cp-0".into(), member("10.0.0.1"));
+        a.members.insert("w-1".into(), member("10.0.0.2"));
+        let mut b = ClusterState::default();
+        b.members.insert("cp-1".into(), member("10.0.0.3"));
+        b.members.insert("w-2".into(), member("10.0.0.4"));
+        b.removed.push("w-1".into());
+        let (a0, b0) = (a.clone(), b.clone());
+        assert!(a.merge(b0.members.clone(), &b0.removed));
+        assert!(b.merge(a0.members.clone(), &a0.removed));
+        assert_eq!(
+            a.members.keys().collect::<Vec<_>>(),
+            ["cp-0", "cp-1", "w-2"]
+        );
+        assert_eq!(a.members, b.members, "both orders converge");
+        assert_eq!(a.removed, ["w-1"]);
+        // Idempotent: merging again changes nothing.
+        assert!(!a.merge(b.members.clone(), &b.removed));
+        // Existing records are kept.
+        let mut other = BTreeMap::new();
+        other.insert("cp-0".into(), member("10.9.9.9"));
+        assert!(!a.merge(other, &[]));
+        assert_eq!(a.members["cp-0"].private_ip, "10.0.0.1");
+    }
 
     #[test]
     fn round_trips() {
@@ -164,6 +235,17 @@ mod tests {
         assert_eq!(
             load::<ClusterState>(d.path(), CLUSTER_STATE_FILE).unwrap(),
             Some(s)
+        );
+        // Old files without newer fields still load.
+        std::fs::write(
+            d.path().join(CLUSTER_STATE_FILE),
+            br#"{"members":{},"removed":[],"attestation_config_json":"","kubernetes_status":""}"#,
+        )
+        .unwrap();
+        assert!(
+            load::<ClusterState>(d.path(), CLUSTER_STATE_FILE)
+                .unwrap()
+                .is_some()
         );
         std::fs::write(d.path().join(NODE_STATE_FILE), b"{").unwrap();
         assert!(load::<NodeState>(d.path(), NODE_STATE_FILE).is_err());

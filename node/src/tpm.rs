@@ -57,6 +57,10 @@ pub type TpmPair = (Arc<dyn Issuer>, Arc<dyn ClusterLock>);
 
 /// Opens the TPM at `tcti` issuing documents of the vTPM-based `variant`, with the
 /// `instance_info` its validator needs (see [`crate::platform::IssuerKind`]).
+///
+/// The attestation key is the one the variant's validator trusts, chosen by
+/// `AkSource::for_variant` in the attest crate: Azure's persistent key at 0x81000003, the GCE
+/// key derived from the template in NV 0x01c10001, or (qemu, AWS) a key the issuer creates.
 pub fn open(tcti: &str, variant: Variant, endpoints: &Endpoints) -> Result<TpmPair, PlatformError> {
     let mut config = TpmIssuerConfig::new(tcti, variant);
     // The firmware's TCG event log belongs to the TPM device the kernel drives; a swtpm reached
@@ -87,18 +91,6 @@ pub fn open(tcti: &str, variant: Variant, endpoints: &Endpoints) -> Result<TpmPa
     {
         let info = nv_instance_info(&tpm, tcti, variant, endpoints)?;
         tpm.set_instance_info_source(Arc::new(StaticInstanceInfo(info)));
-        // Why warn: these validators trust the cloud-provisioned AK (HCLAkPub / AK
-        // certificate), while TpmIssuer quotes with an AK it creates itself.
-        tracing::warn!(
-            %variant,
-            "the TPM issuer quotes with its own AK, not the cloud-provisioned AK at persistent handle 0x81000003; validators of this variant will reject its documents until attest's TpmIssuer can use that key"
-        );
-    }
-    if variant == Variant::GcpSevEs {
-        tracing::warn!(
-            %variant,
-            "the TPM issuer quotes with its own AK, not the GCE vTPM signing key the Compute API names; gcp-sev-es validators will reject its documents until attest's TpmIssuer can use that key"
-        );
     }
     let tpm = Arc::new(tpm);
     Ok((tpm.clone(), Arc::new(TpmLock::new(tpm))))

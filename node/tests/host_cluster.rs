@@ -92,6 +92,7 @@ struct Node {
     dir: tempfile::TempDir,
     agent: Option<Agent>,
     starts: u32,
+    env: Vec<(String, String)>,
 }
 
 impl Node {
@@ -123,6 +124,7 @@ impl Node {
             dir,
             agent: None,
             starts: 0,
+            env: Vec::new(),
         }
     }
 
@@ -149,6 +151,7 @@ impl Node {
             .arg("--image-version")
             .arg("host-test")
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -298,6 +301,7 @@ fn init_request(secret: &[u8]) -> InitRequest {
         init_secret: secret.to_vec(),
         attestation_config_json: config_json(),
         kubernetes_version: String::new(),
+        ..Default::default()
     }
 }
 
@@ -327,14 +331,67 @@ fn host_cluster() {
     rt.block_on(run());
 }
 
+/// A management client with the owner credential from Init.
+async fn management(
+    node: &Node,
+    ok: &InitSuccess,
+) -> ManagementServiceClient<tonic::transport::Channel> {
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(&ok.cluster_ca_pem))
+        .identity(tonic::transport::Identity::from_pem(
+            &ok.owner_certificate_pem,
+            &ok.owner_private_key_pem,
+        ))
+        .domain_name(constellation_node::ca::MANAGEMENT_SERVER_NAME);
+    node.wait_port(constellation_node_api::ports::MANAGEMENT);
+    let ch = tonic::transport::Endpoint::from_shared(format!(
+        "https://{}",
+        node.addr(constellation_node_api::ports::MANAGEMENT)
+    ))
+    .unwrap()
+    .tls_config(tls)
+    .unwrap()
+    .connect()
+    .await
+    .unwrap();
+    ManagementServiceClient::new(ch)
+}
+
+/// Polls GetStatus on `node` until its member names equal `want` (replication is async).
+async fn wait_members(node: &Node, ok: &InitSuccess, want: &[&str]) -> GetStatusResponse {
+    let mut c = management(node, ok).await;
+    let t0 = Instant::now();
+    loop {
+        let st = c
+            .get_status(GetStatusRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        let names: Vec<_> = st.nodes.iter().map(|n| n.name.as_str()).collect();
+        if names == want {
+            return st;
+        }
+        assert!(
+            t0.elapsed() < WAIT,
+            "{} lists {names:?}, want {want:?}; log:\n{}",
+            node.name,
+            node.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
 async fn run() {
-    let ip = ips(4);
+    let ip = ips(5);
     let join_ep = format!("{}:{}", ip[0], constellation_node_api::ports::JOIN);
     let hash = hash_init_secret(INIT_SECRET).unwrap();
     let mut cp0 = Node::new("cp-0", ip[0], "control-plane", "", Some(&hash));
     let mut w1 = Node::new("w-1", ip[1], "worker", &join_ep, None);
     let mut cp1 = Node::new("cp-1", ip[2], "control-plane", &join_ep, None);
     let mut bad = Node::new("w-bad", ip[3], "worker", &join_ep, None);
+    // w-2 joins through the second control plane.
+    let join_ep1 = format!("{}:{}", ip[2], constellation_node_api::ports::JOIN);
+    let mut w2 = Node::new("w-2", ip[4], "worker", &join_ep1, None);
     // The bad node boots "another image": PCR 4 differs from the attestation config.
     {
         let tpm =
@@ -411,7 +468,9 @@ async fn run() {
     bad.start();
     w1.wait_bootstrapped();
     cp1.wait_bootstrapped();
-    for n in [&cp0, &w1, &cp1] {
+    w2.start();
+    w2.wait_bootstrapped();
+    for n in [&cp0, &w1, &cp1, &w2] {
         let (uuid, digest) = n.disk_key_digest();
         let key = hkdf(&MASTER, &SALT, &format!("key-{}", uuid.to_lowercase()));
         assert_eq!(
@@ -521,33 +580,73 @@ async fn run() {
         .is_err()
     );
 
-    // Management with the owner credential.
-    let tls = tonic::transport::ClientTlsConfig::new()
+    // Management with the owner credential. The member list is cluster-wide: w-1 and cp-1
+    // joined through cp-0, w-2 through cp-1, and both control planes list everyone.
+    let all = ["cp-0", "cp-1", "w-1", "w-2"];
+    let st = wait_members(&cp0, &ok, &all).await;
+    let st1 = wait_members(&cp1, &ok, &all).await;
+    assert!(st.nodes.iter().all(|n| !n.joined_at.is_empty()));
+    assert_eq!(
+        st.nodes, st1.nodes,
+        "both control planes hold the same records"
+    );
+    assert!(
+        st.nodes
+            .iter()
+            .any(|n| n.name == "w-2" && n.attestation_summary.starts_with("variant=qemu-vtpm"))
+    );
+    // The tampered node's refusal is reported through the API, naming PCR 4, with the same
+    // text as the log line.
+    let refusal = st
+        .recent_refusals
+        .iter()
+        .find(|r| r.reason.contains("index 4:"))
+        .unwrap_or_else(|| panic!("no refusal naming PCR 4 in GetStatus: {st:?}"));
+    assert!(refusal.peer.parse::<SocketAddr>().is_ok(), "{refusal:?}");
+    assert!(refusal.time.ends_with('Z'), "{refusal:?}");
+    assert!(
+        cp0.logs().contains(&refusal.reason),
+        "reason differs from the log line: {refusal:?}"
+    );
+    assert!(st.recent_refusals.len() <= constellation_node::logging::REFUSAL_LINES);
+
+    // Member sync needs a certificate from the cluster CA: a TLS client without one gets no
+    // channel (or no answer), so nobody else can inject members.
+    let anon = tonic::transport::ClientTlsConfig::new()
         .ca_certificate(tonic::transport::Certificate::from_pem(&ok.cluster_ca_pem))
-        .identity(tonic::transport::Identity::from_pem(
-            &ok.owner_certificate_pem,
-            &ok.owner_private_key_pem,
-        ))
         .domain_name(constellation_node::ca::MANAGEMENT_SERVER_NAME);
-    cp0.wait_port(constellation_node_api::ports::MANAGEMENT);
-    let ch = tonic::transport::Endpoint::from_shared(format!(
+    let refused = match tonic::transport::Endpoint::from_shared(format!(
         "https://{}",
-        cp0.addr(constellation_node_api::ports::MANAGEMENT)
+        cp1.addr(constellation_node_api::ports::MANAGEMENT)
     ))
     .unwrap()
-    .tls_config(tls)
+    .tls_config(anon)
     .unwrap()
     .connect()
     .await
-    .unwrap();
-    let st = ManagementServiceClient::new(ch)
-        .get_status(GetStatusRequest {})
+    {
+        Err(_) => true,
+        Ok(ch) => member_sync_service_client::MemberSyncServiceClient::new(ch)
+            .sync_members(SyncMembersRequest {
+                from: "intruder".into(),
+                members: Some(MemberList::default()),
+            })
+            .await
+            .is_err(),
+    };
+    assert!(
+        refused,
+        "member sync without a cluster-CA certificate must fail"
+    );
+
+    // A removal on one control plane reaches the other.
+    management(&cp0, &ok)
         .await
-        .unwrap()
-        .into_inner();
-    let names: Vec<_> = st.nodes.iter().map(|n| n.name.as_str()).collect();
-    assert_eq!(names, ["cp-0", "cp-1", "w-1"], "{st:?}");
-    assert!(st.nodes.iter().all(|n| !n.joined_at.is_empty()));
+        .remove_node(RemoveNodeRequest { name: "w-2".into() })
+        .await
+        .unwrap();
+    wait_members(&cp1, &ok, &["cp-0", "cp-1", "w-1"]).await;
+    w2.stop();
 
     // Rejoin after restart: same swtpm (PCR 15 set), same disk → same key unlocks it.
     w1.stop();
@@ -625,11 +724,11 @@ async fn run() {
         ms.clone(),
         hkdf(&MASTER, &SALT, "key-app-volume"),
     ];
-    for n in [&cp0, &w1, &cp1] {
+    for n in [&cp0, &w1, &cp1, &w2] {
         let (uuid, _) = n.disk_key_digest();
         secrets.push(hkdf(&MASTER, &SALT, &format!("key-{uuid}")));
     }
-    for n in [&cp0, &w1, &cp1, &bad] {
+    for n in [&cp0, &w1, &cp1, &w2, &bad] {
         let text = format!("{}\n{}", n.logs(), n.metrics());
         for s in &secrets {
             assert!(!text.contains(&hex::encode(s)), "{} leaks a secret", n.name);
@@ -641,4 +740,326 @@ async fn run() {
         }
     }
     let _ = Path::new("");
+}
+
+/// A STAND-IN for kubeadm, which cannot be obtained on this machine (dl.k8s.io is
+/// unreachable). It records the arguments and config files the agent passes and writes the
+/// files real kubeadm would leave behind (admin.conf, pki/ca.crt), so the test can check the
+/// agent's orchestration. It proves nothing about real kubeadm accepting the configs beyond
+/// the field names checked against the v1beta4 API documentation.
+const KUBEADM_STAND_IN: &str = r#"#!/bin/sh
+set -eu
+rec="$KUBEADM_STAND_IN_RECORD"
+mkdir -p "$rec"
+echo "$*" >> "$rec/calls"
+cfg=""
+prev=""
+for a in "$@"; do
+  if [ "$prev" = "--config" ]; then cfg="$a"; fi
+  prev="$a"
+done
+if [ -n "$cfg" ]; then cp "$cfg" "$rec/$1-config.json"; fi
+k8s="$CONSTELLATION_KUBERNETES_DIR"
+case "$1 ${2:-}" in
+  "init --config")
+    echo "[init] Using Kubernetes version: stand-in"
+    # Real kubeadm may print secrets; the agent must cut them out of what it streams.
+    grep '"token"' "$cfg" || true
+    echo "[upload-certs] stand-in" >&2
+    mkdir -p "$k8s/pki"
+    cp "$KUBEADM_STAND_IN_CA" "$k8s/pki/ca.crt"
+    printf 'apiVersion: v1\nkind: Config\n# stand-in admin kubeconfig\n' > "$k8s/admin.conf"
+    ;;
+  "token create") echo "$3" ;;
+  "init phase") echo "[upload-certs] Storing the certificates in Secret" ;;
+  "join --config")
+    if grep -q '"controlPlane"' "$cfg"; then
+      mkdir -p "$k8s/pki"
+      cp "$KUBEADM_STAND_IN_CA" "$k8s/pki/ca.crt"
+      printf 'apiVersion: v1\nkind: Config\n# stand-in admin kubeconfig\n' > "$k8s/admin.conf"
+    fi
+    echo "This node has joined the cluster (stand-in)"
+    ;;
+  *) echo "stand-in kubeadm: unexpected arguments: $*" >&2; exit 2 ;;
+esac
+"#;
+
+fn kube_docs(path: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.split("\n---\n")
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect()
+}
+
+fn calls(node: &Node) -> Vec<String> {
+    std::fs::read_to_string(node.dir.path().join("kubeadm-calls/calls"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// The argument after `flag` in the first recorded call starting with `prefix`.
+fn call_arg(node: &Node, prefix: &str, index: usize) -> String {
+    let c = calls(node);
+    let call = c
+        .iter()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("{}: no `kubeadm {prefix}` call in {c:?}", node.name));
+    call.split(' ').nth(index).unwrap().to_string()
+}
+
+fn wait_file(node: &Node, path: &Path) {
+    let t0 = Instant::now();
+    while !path.exists() {
+        assert!(
+            t0.elapsed() < WAIT,
+            "{}: {} never appeared; log:\n{}",
+            node.name,
+            path.display(),
+            node.logs()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn host_kubernetes_with_kubeadm_stand_in() {
+    if !have("swtpm") {
+        eprintln!("SKIPPED host_kubernetes: swtpm is not on PATH (run scripts/install-deps.sh)");
+        return;
+    }
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(run_kubernetes());
+}
+
+async fn run_kubernetes() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let shared = tempfile::Builder::new()
+        .prefix("kubeadm-stand-in-")
+        .tempdir()
+        .unwrap();
+    let bin = shared.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::write(bin.join("kubeadm"), KUBEADM_STAND_IN).unwrap();
+    std::fs::set_permissions(bin.join("kubeadm"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // The cluster CA the stand-in "creates"; its discovery hash is computed independently
+    // from the key's SubjectPublicKeyInfo.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca = rcgen::CertificateParams::new(vec!["kubernetes".into()])
+        .unwrap()
+        .self_signed(&ca_key)
+        .unwrap();
+    let ca_path = shared.path().join("ca.crt");
+    std::fs::write(&ca_path, ca.pem()).unwrap();
+    let spki: String = ca_key
+        .public_key_pem()
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    let spki = base64::engine::general_purpose::STANDARD
+        .decode(spki)
+        .unwrap();
+    let ca_hash = format!("sha256:{}", hex::encode(Sha256::digest(&spki)));
+
+    let ip = ips(4);
+    let ep0 = format!("{}:{}", ip[0], constellation_node_api::ports::JOIN);
+    let ep1 = format!("{}:{}", ip[2], constellation_node_api::ports::JOIN);
+    let hash = hash_init_secret(INIT_SECRET).unwrap();
+    let mut cp0 = Node::new("cp-0", ip[0], "control-plane", "", Some(&hash));
+    let mut w1 = Node::new("w-1", ip[1], "worker", &ep0, None);
+    let mut cp1 = Node::new("cp-1", ip[2], "control-plane", &ep0, None);
+    let mut w2 = Node::new("w-2", ip[3], "worker", &ep1, None);
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    for n in [&mut cp0, &mut w1, &mut cp1, &mut w2] {
+        let d = n.dir.path().to_path_buf();
+        std::fs::create_dir_all(d.join("tmp")).unwrap();
+        n.env = vec![
+            ("PATH".into(), path.clone()),
+            ("TMPDIR".into(), d.join("tmp").display().to_string()),
+            (
+                "CONSTELLATION_KUBERNETES_DIR".into(),
+                d.join("kubernetes").display().to_string(),
+            ),
+            (
+                "KUBEADM_STAND_IN_RECORD".into(),
+                d.join("kubeadm-calls").display().to_string(),
+            ),
+            ("KUBEADM_STAND_IN_CA".into(), ca_path.display().to_string()),
+        ];
+    }
+
+    cp0.start();
+    cp0.wait_port(constellation_node_api::ports::INIT);
+    let mut req = init_request(INIT_SECRET);
+    req.kubernetes_version = "v1.33.7".into();
+    let mut stream = init_client(&cp0)
+        .await
+        .init(req)
+        .await
+        .unwrap()
+        .into_inner();
+    let mut lines = Vec::new();
+    let ok = loop {
+        match stream.message().await.unwrap().unwrap().kind {
+            Some(Kind::LogLine(l)) => lines.push(l),
+            Some(Kind::Success(s)) => break s,
+            Some(Kind::Failure(f)) => {
+                panic!("init failed: {}\n{}", f.error, f.log_lines.join("\n"))
+            }
+            None => panic!("empty message"),
+        }
+    };
+    assert_eq!(ok.kubernetes_status, "running");
+    let admin = std::fs::read(cp0.dir.path().join("kubernetes/admin.conf")).unwrap();
+    assert_eq!(
+        ok.kubeconfig, admin,
+        "kubeconfig = the admin.conf kubeadm wrote"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("kubeadm: [init] Using Kubernetes version")),
+        "kubeadm output streamed as progress: {lines:?}"
+    );
+    // The init call and its config.
+    let c0 = calls(&cp0);
+    let init_call: Vec<_> = c0[0].split(' ').collect();
+    assert_eq!(init_call[0], "init");
+    assert_eq!(init_call[1], "--config");
+    assert_eq!(
+        &init_call[3..],
+        [
+            "--upload-certs",
+            "--skip-token-print",
+            "--skip-certificate-key-print"
+        ]
+    );
+    let docs = kube_docs(&cp0.dir.path().join("kubeadm-calls/init-config.json"));
+    let (init, cluster) = (&docs[0], &docs[1]);
+    assert_eq!(init["kind"], "InitConfiguration");
+    assert_eq!(init["apiVersion"], "kubeadm.k8s.io/v1beta4");
+    assert_eq!(init["nodeRegistration"]["name"], "cp-0");
+    assert_eq!(
+        init["localAPIEndpoint"]["advertiseAddress"],
+        ip[0].to_string()
+    );
+    let init_token = init["bootstrapTokens"][0]["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(constellation_node::services::kubernetes::is_token(
+        &init_token
+    ));
+    assert_eq!(cluster["kubernetesVersion"], "v1.33.7");
+    assert_eq!(cluster["controlPlaneEndpoint"], format!("{}:6443", ip[0]));
+    assert_eq!(cluster["networking"]["podSubnet"], "10.244.0.0/16");
+    assert_eq!(cluster["networking"]["serviceSubnet"], "10.96.0.0/12");
+    assert!(
+        lines.iter().all(|l| !l.contains(&init_token)),
+        "the bootstrap token is cut out of the streamed output"
+    );
+
+    // Joins: w-1 and cp-1 through cp-0, w-2 through cp-1.
+    w1.start();
+    cp1.start();
+    w1.wait_bootstrapped();
+    cp1.wait_bootstrapped();
+    let cp1_join = cp1.dir.path().join("kubeadm-calls/join-config.json");
+    wait_file(&cp1, &cp1_join);
+    // cp-1 serves joins with Kubernetes material once its own kubeadm join has finished.
+    wait_file(&cp1, &cp1.dir.path().join("kubernetes/admin.conf"));
+    w2.start();
+    w2.wait_bootstrapped();
+    for (node, issuer, control_plane) in
+        [(&w1, &cp0, false), (&cp1, &cp0, true), (&w2, &cp1, false)]
+    {
+        let f = node.dir.path().join("kubeadm-calls/join-config.json");
+        wait_file(node, &f);
+        let j = &kube_docs(&f)[0];
+        assert_eq!(j["kind"], "JoinConfiguration");
+        assert_eq!(j["apiVersion"], "kubeadm.k8s.io/v1beta4");
+        assert_eq!(j["nodeRegistration"]["name"], node.name);
+        let bt = &j["discovery"]["bootstrapToken"];
+        assert_eq!(
+            bt["apiServerEndpoint"],
+            format!("{}:6443", ip[0]),
+            "{}",
+            node.name
+        );
+        assert_eq!(bt["caCertHashes"][0], ca_hash.as_str(), "{}", node.name);
+        // The token is one the issuing control plane created for this ticket.
+        let token = bt["token"].as_str().unwrap();
+        assert!(
+            calls(issuer)
+                .iter()
+                .any(|c| c.starts_with(&format!("token create {token} --ttl 1h0m0s"))),
+            "{}: token not created by {}: {:?}",
+            node.name,
+            issuer.name,
+            calls(issuer)
+        );
+        if control_plane {
+            let key = call_arg(issuer, "init phase upload-certs", 5);
+            assert_eq!(j["controlPlane"]["certificateKey"], key.as_str());
+            assert_eq!(
+                j["controlPlane"]["localAPIEndpoint"]["advertiseAddress"],
+                node.ip.to_string()
+            );
+        } else {
+            assert!(j.get("controlPlane").is_none(), "{}", node.name);
+        }
+        assert_eq!(
+            calls(node)[0].split(' ').take(2).collect::<Vec<_>>(),
+            ["join", "--config"]
+        );
+    }
+    // Both control planes report Kubernetes running and the full member list.
+    let st = wait_members(&cp1, &ok, &["cp-0", "cp-1", "w-1", "w-2"]).await;
+    assert_eq!(st.kubernetes_status, "running");
+    assert_eq!(
+        wait_members(&cp0, &ok, &["cp-0", "cp-1", "w-1", "w-2"])
+            .await
+            .kubernetes_status,
+        "running"
+    );
+    // Config files holding tokens are gone, and no token or key reached a log.
+    let mut secrets = vec![init_token];
+    for n in [&cp0, &cp1] {
+        for c in calls(n) {
+            if c.starts_with("token create") || c.starts_with("init phase upload-certs") {
+                secrets.push(
+                    c.split(' ')
+                        .nth(if c.starts_with("token") { 2 } else { 5 })
+                        .unwrap()
+                        .to_string(),
+                );
+            }
+        }
+    }
+    assert!(secrets.len() >= 4, "{secrets:?}");
+    for n in [&cp0, &w1, &cp1, &w2] {
+        let left: Vec<_> = std::fs::read_dir(n.dir.path().join("tmp"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(left.is_empty(), "{}: config files left: {left:?}", n.name);
+        let logs = n.logs();
+        for s in &secrets {
+            assert!(
+                !logs.contains(s.as_str()),
+                "{} logs a kubeadm secret",
+                n.name
+            );
+        }
+    }
 }

@@ -111,6 +111,7 @@ fn init_request(secret: &[u8]) -> InitRequest {
         init_secret: secret.to_vec(),
         attestation_config_json: String::new(),
         kubernetes_version: String::new(),
+        ..Default::default()
     }
 }
 

@@ -9,8 +9,9 @@ use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 
 use constellation_attest::Validators;
+use constellation_attest::Variant;
 use constellation_attest::config::AttestationConfig;
-use constellation_attest::measurements::expected_pcr15;
+use constellation_attest::measurements::cluster_id_measurement;
 use tfplugin::provider::{Context, DataSource, StateResponse};
 use tfplugin::{Attribute, AttributePath, Block, Diagnostics, Schema, Type, Value};
 
@@ -144,17 +145,22 @@ impl DataSource for ClusterVerificationDataSource {
                 err_at("endpoint", "Verification failed", format!("{e}. The node is not what the attestation config describes; do not trust it."))
             })?;
             if let Some(id) = &cluster_id {
-                let want = expected_pcr15(id);
-                let got = claims.measurements.get(&15);
-                if got.map(Vec::as_slice) != Some(want.as_slice()) {
+                let (index, want) = cluster_id_measurement(claims.variant, id);
+                let got = claims.measurements.get(&index);
+                if got != Some(&want) {
+                    let register = if claims.variant == Variant::QemuTdx {
+                        "RTMR3 (index 4)".to_string()
+                    } else {
+                        format!("PCR {index}")
+                    };
                     return Err(err_at(
                         "cluster_id",
                         "Node is not a member of this cluster",
                         format!(
-                            "PCR 15: expected {} for cluster {}, got {}. The node attested correctly but was not initialised for (or has left) this cluster.",
-                            hex::encode(want),
+                            "{register}: expected {} for cluster {}, got {}. The node attested correctly but was not initialised for (or has left) this cluster.",
+                            hex::encode(&want),
                             hex::encode(id),
-                            got.map_or_else(|| "no PCR 15".into(), hex::encode)
+                            got.map_or_else(|| "nothing".into(), hex::encode)
                         ),
                     ));
                 }

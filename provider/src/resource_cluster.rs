@@ -660,6 +660,12 @@ impl ClusterResource {
             init_secret: init_secret.to_vec(),
             attestation_config_json: cfg.attestation_config.clone(),
             kubernetes_version: cfg.kubernetes_version.clone().unwrap_or_default(),
+            pod_cidr: format!("{}/{}", cfg.pod_cidr.addr, cfg.pod_cidr.prefix),
+            service_cidr: format!("{}/{}", cfg.service_cidr.addr, cfg.service_cidr.prefix),
+            // kubeadm's default (this node's private IP); with several control planes a
+            // load balancer address belongs here once a cloud backend provides one.
+            control_plane_endpoint: String::new(),
+            api_server_cert_sans: Vec::new(),
         };
         let name = cp0.name.clone();
         let fut = node_client::init(channel, addr, request, |line| {
@@ -1537,14 +1543,19 @@ async fn attested_members(
     let Ok((_, validators)) = validators_for(att) else {
         return out;
     };
-    let want = constellation_attest::measurements::expected_pcr15(&id);
     for n in record.nodes.iter().filter(|n| running.contains(&n.name)) {
         match node_client::verify(n.endpoints.verify_grpc, &validators).await {
-            Ok(c) if c.measurements.get(&15).map(Vec::as_slice) == Some(want.as_slice()) => {
+            Ok(c)
+                if {
+                    let (index, want) =
+                        constellation_attest::measurements::cluster_id_measurement(c.variant, &id);
+                    c.measurements.get(&index) == Some(&want)
+                } =>
+            {
                 out.insert(n.name.clone(), record.image_version.clone());
             }
             Ok(_) => {
-                tracing::warn!(node = %n.name, "node attests but is not a member of this cluster (PCR 15)")
+                tracing::warn!(node = %n.name, "node attests but is not a member of this cluster (cluster-ID measurement)")
             }
             Err(e) => tracing::warn!(node = %n.name, error = %e, "node failed verification"),
         }

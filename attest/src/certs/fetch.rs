@@ -2,13 +2,16 @@
 //! with an on-disk cache. Every endpoint is a configurable base URL; HTTP goes through the
 //! [`HttpGet`] trait so callers can plug in their own TLS stack.
 //!
-//! The built-in [`PlainHttp`] speaks HTTP/1.1 over TCP for `http://` endpoints only (tests, local
-//! mirrors/caching proxies). `https://` needs an `HttpGet` backed by a TLS client; the crate does
-//! not pick one so the provider and node keep a single TLS/crypto provider.
+//! The built-in [`PlainHttp`] speaks blocking HTTP/1.1 for `http://` (tests, link-local metadata
+//! services, local mirrors) and `https://` (AMD KDS, Intel PCS, cloud APIs) — TLS through the
+//! rustls and aws-lc-rs the crate already links for aTLS, trusting the Mozilla roots
+//! (webpki-roots, so nodes need no system CA store) plus an optional extra CA bundle for private
+//! mirrors and tests.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -21,12 +24,30 @@ pub const MAX_BODY: usize = 4 << 20;
 #[non_exhaustive]
 pub enum FetchError {
     /// The URL scheme is not supported by this client.
-    #[error(
-        "{url}: scheme not supported by this HTTP client (plug in an HttpGet with TLS for https)"
-    )]
+    #[error("{url}: scheme not supported (use http:// or https://)")]
     Scheme {
         /// URL.
         url: String,
+    },
+    /// The TLS handshake or session failed (e.g. the server certificate does not chain to a
+    /// trusted root: add the mirror's CA with an extra CA file).
+    #[error("{url}: TLS: {message}")]
+    Tls {
+        /// URL.
+        url: String,
+        /// What failed.
+        message: String,
+    },
+    /// The extra CA file cannot be used.
+    #[error(
+        "extra CA file {path}: {message} (expected a PEM bundle of CA certificates)",
+        path = path.display()
+    )]
+    CaFile {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong.
+        message: String,
     },
     /// Network or I/O error.
     #[error("{url}: {source}")]
@@ -116,18 +137,83 @@ pub trait HttpGet: Send + Sync {
     }
 }
 
-/// Plain HTTP/1.1 over TCP (`http://` only), with a timeout.
-#[derive(Debug, Clone)]
+/// Blocking HTTP/1.1 client for `http://` and `https://` (name kept from when it spoke plain
+/// HTTP only), with a timeout.
+#[derive(Clone)]
 pub struct PlainHttp {
     /// Connect/read timeout.
     pub timeout: Duration,
+    /// TLS configuration with the extra roots; `None`: the Mozilla roots only.
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl std::fmt::Debug for PlainHttp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlainHttp")
+            .field("timeout", &self.timeout)
+            .field("extra_roots", &self.tls.is_some())
+            .finish()
+    }
 }
 
 impl Default for PlainHttp {
     fn default() -> Self {
-        PlainHttp {
-            timeout: Duration::from_secs(30),
-        }
+        Self::with_timeout(Duration::from_secs(30))
+    }
+}
+
+fn tls_config(
+    extra: &[rustls::pki_types::CertificateDer<'static>],
+) -> Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    for c in extra {
+        roots.add(c.clone()).map_err(|e| e.to_string())?;
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// The Mozilla-roots configuration, built once.
+fn default_tls() -> Result<Arc<rustls::ClientConfig>, String> {
+    static CFG: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
+    CFG.get_or_init(|| tls_config(&[]).map(Arc::new)).clone()
+}
+
+impl PlainHttp {
+    /// A client with this timeout, trusting the Mozilla roots for https.
+    pub fn with_timeout(timeout: Duration) -> Self {
+        PlainHttp { timeout, tls: None }
+    }
+
+    /// Also trusts the CA certificates of this PEM bundle for https (a private mirror's CA, a
+    /// test CA).
+    pub fn with_extra_ca_pem(mut self, pem: &[u8], origin: &Path) -> Result<Self, FetchError> {
+        let err = |message: String| FetchError::CaFile {
+            path: origin.to_path_buf(),
+            message,
+        };
+        let certs: Vec<_> = crate::certs::Cert::from_pem_bundle(pem)
+            .map_err(|e| err(e.to_string()))?
+            .iter()
+            .map(|c| rustls::pki_types::CertificateDer::from(c.der().to_vec()))
+            .collect();
+        self.tls = Some(Arc::new(tls_config(&certs).map_err(err)?));
+        Ok(self)
+    }
+
+    /// Also trusts the CA certificates in the PEM file at `path`.
+    pub fn with_extra_ca_file(self, path: &Path) -> Result<Self, FetchError> {
+        let pem = std::fs::read(path).map_err(|e| FetchError::CaFile {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        self.with_extra_ca_pem(&pem, path)
     }
 }
 
@@ -155,9 +241,13 @@ impl PlainHttp {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Result<Response, FetchError> {
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| FetchError::Scheme { url: url.into() })?;
+        let (tls, rest) = if let Some(r) = url.strip_prefix("https://") {
+            (true, r)
+        } else if let Some(r) = url.strip_prefix("http://") {
+            (false, r)
+        } else {
+            return Err(FetchError::Scheme { url: url.into() });
+        };
         let (host, path) = match rest.find('/') {
             Some(i) => (
                 rest.get(..i).unwrap_or_default(),
@@ -169,10 +259,10 @@ impl PlainHttp {
             url: url.into(),
             source,
         };
-        let addr = if host.contains(':') {
-            host.to_string()
-        } else {
-            format!("{host}:80")
+        // host[:port]; an IPv6 literal is bracketed.
+        let (name, addr) = match host.rsplit_once(':') {
+            Some((n, p)) if !p.contains(']') => (n, host.to_string()),
+            _ => (host, format!("{host}:{}", if tls { 443 } else { 80 })),
         };
         let addrs: Vec<_> = std::net::ToSocketAddrs::to_socket_addrs(&addr)
             .map_err(io)?
@@ -181,8 +271,9 @@ impl PlainHttp {
             url: url.into(),
             reason: "host",
         })?;
-        let mut s = TcpStream::connect_timeout(first, self.timeout).map_err(io)?;
+        let s = TcpStream::connect_timeout(first, self.timeout).map_err(io)?;
         s.set_read_timeout(Some(self.timeout)).map_err(io)?;
+        s.set_write_timeout(Some(self.timeout)).map_err(io)?;
         let mut req = format!(
             "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nAccept: */*\r\n"
         );
@@ -199,14 +290,64 @@ impl PlainHttp {
             req.push_str(&format!("Content-Length: {}\r\n", body.len()));
         }
         req.push_str("\r\n");
-        s.write_all(req.as_bytes()).map_err(io)?;
-        s.write_all(body).map_err(io)?;
-        let mut buf = Vec::new();
-        s.take((MAX_BODY + 65536) as u64)
-            .read_to_end(&mut buf)
-            .map_err(io)?;
+        let buf = if tls {
+            let tls_err = |message: String| FetchError::Tls {
+                url: url.into(),
+                message,
+            };
+            let config = match &self.tls {
+                Some(c) => c.clone(),
+                None => default_tls().map_err(tls_err)?,
+            };
+            let server = rustls::pki_types::ServerName::try_from(
+                name.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string(),
+            )
+            .map_err(|e| tls_err(format!("server name {name:?}: {e}")))?;
+            let conn = rustls::ClientConnection::new(config, server)
+                .map_err(|e| tls_err(e.to_string()))?;
+            let mut stream = rustls::StreamOwned::new(conn, s);
+            exchange(&mut stream, &req, body).map_err(|e| match e.get_ref() {
+                // Certificate and handshake failures come back as I/O errors wrapping
+                // rustls::Error; name them as TLS failures.
+                Some(inner) if inner.is::<rustls::Error>() => tls_err(inner.to_string()),
+                _ => io(e),
+            })?
+        } else {
+            let mut s = s;
+            exchange(&mut s, &req, body).map_err(io)?
+        };
         parse_response(url, &buf)
     }
+}
+
+/// Writes the request and reads the whole response (the server closes: `Connection: close`).
+fn exchange(s: &mut (impl Read + Write), req: &str, body: &[u8]) -> std::io::Result<Vec<u8>> {
+    s.write_all(req.as_bytes())?;
+    s.write_all(body)?;
+    s.flush()?;
+    let mut buf = Vec::new();
+    match s.take((MAX_BODY + 65536) as u64).read_to_end(&mut buf) {
+        Ok(_) => Ok(buf),
+        // Some servers close without TLS close_notify. The response is still complete when it
+        // has a Content-Length (parse_response checks the body against it); without one a
+        // truncation could not be told apart, so that stays an error.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && has_content_length(&buf) => {
+            Ok(buf)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn has_content_length(buf: &[u8]) -> bool {
+    let end = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(buf.len());
+    String::from_utf8_lossy(buf.get(..end).unwrap_or_default())
+        .to_ascii_lowercase()
+        .contains("\r\ncontent-length:")
 }
 
 fn parse_response(url: &str, buf: &[u8]) -> Result<Response, FetchError> {

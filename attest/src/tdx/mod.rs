@@ -7,6 +7,7 @@
 pub mod ccel;
 pub mod collateral;
 pub mod quote;
+pub mod rtmr;
 pub mod verify;
 
 pub use collateral::{CollateralError, parse_qe_identity, parse_tcb_info};

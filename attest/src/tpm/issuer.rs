@@ -1,5 +1,5 @@
-//! Node-side TPM issuer (feature `tpm`): creates an attestation key, quotes the SHA-256 PCR bank,
-//! reads PCRs, attaches the event log, and extends PCRs.
+//! Node-side TPM issuer (feature `tpm`): obtains the variant's attestation key ([`AkSource`]),
+//! quotes the SHA-256 PCR bank, reads PCRs, attaches the event log, and extends PCRs.
 //!
 //! tss-esapi's `Context` is not `Send`, and swtpm serves one connection at a time, so one worker
 //! thread owns the TPM connection and serves requests over a channel.
@@ -13,7 +13,7 @@ use serde_bytes::ByteBuf;
 use tss_esapi::Context;
 use tss_esapi::attributes::ObjectAttributesBuilder;
 use tss_esapi::constants::CapabilityType;
-use tss_esapi::handles::{KeyHandle, PcrHandle};
+use tss_esapi::handles::{KeyHandle, ObjectHandle, PcrHandle, PersistentTpmHandle, TpmHandle};
 use tss_esapi::interface_types::algorithm::{
     EccSchemeAlgorithm, HashingAlgorithm, PublicAlgorithm, RsaSchemeAlgorithm,
 };
@@ -27,7 +27,7 @@ use tss_esapi::structures::{
     PublicKeyRsa, PublicRsaParametersBuilder, RsaExponent, RsaScheme, SignatureScheme,
 };
 use tss_esapi::tcti_ldr::TctiNameConf;
-use tss_esapi::traits::Marshall;
+use tss_esapi::traits::{Marshall, UnMarshall};
 
 use crate::document::{
     AttestationDocument, Evidence, TpmEvidence, extra_data, tpm_qualifying_data,
@@ -43,6 +43,78 @@ pub const AZURE_AK_CERT_NV_INDEX: u32 = 0x01C1_01D0;
 pub const GCE_AK_CERT_RSA_NV_INDEX: u32 = 0x01C1_0000;
 /// NV index of the GCE vTPM ECC AK certificate.
 pub const GCE_AK_CERT_ECC_NV_INDEX: u32 = 0x01C1_0002;
+/// NV index of the GCE vTPM RSA AK template (a `TPMT_PUBLIC`; the AK is the endorsement-hierarchy
+/// primary key created from it).
+pub const GCE_AK_TEMPLATE_RSA_NV_INDEX: u32 = 0x01C1_0001;
+/// NV index of the GCE vTPM ECC AK template.
+pub const GCE_AK_TEMPLATE_ECC_NV_INDEX: u32 = 0x01C1_0003;
+/// Persistent handle of the attestation key the Azure vTPM provisions (CVMs and trusted launch);
+/// its public key is `HCLAkPub` in the HCL report and the subject key of the AK certificate.
+pub const AZURE_AK_PERSISTENT_HANDLE: u32 = 0x8100_0003;
+
+/// Where the attestation key comes from. Validators of cloud variants trust only the key the
+/// cloud provisioned (named in the HCL report, an AK certificate or the Compute API), so the
+/// issuer must quote with exactly that key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AkSource {
+    /// A primary key in the owner hierarchy from our own template ([`AkAlgorithm`]), re-derived
+    /// on every start (qemu-vtpm, aws-sev-snp, aws-nitro-tpm: their validators bind the key by
+    /// other means).
+    Created,
+    /// A key the cloud made persistent at this handle (Azure: [`AZURE_AK_PERSISTENT_HANDLE`]).
+    Persistent {
+        /// Persistent handle (0x81xxxxxx).
+        handle: u32,
+    },
+    /// The endorsement-hierarchy primary key created from the `TPMT_PUBLIC` template the cloud
+    /// stored in this NV index (GCE: [`GCE_AK_TEMPLATE_RSA_NV_INDEX`]); deterministic, so it is
+    /// the key the cloud certified.
+    NvTemplate {
+        /// NV index holding the template.
+        index: u32,
+    },
+}
+
+impl AkSource {
+    /// The AK source of `variant`: the one place that decides it.
+    pub fn for_variant(variant: Variant) -> Self {
+        match variant {
+            Variant::AzureSevSnp | Variant::AzureTdx | Variant::AzureTrustedLaunch => {
+                Self::Persistent {
+                    handle: AZURE_AK_PERSISTENT_HANDLE,
+                }
+            }
+            // gcp-sev-snp too: its validator may check the AK against the Compute API.
+            Variant::GcpSevEs | Variant::GcpSevSnp => Self::NvTemplate {
+                index: GCE_AK_TEMPLATE_RSA_NV_INDEX,
+            },
+            _ => Self::Created,
+        }
+    }
+
+    /// Where the key is, for error messages.
+    fn location(self) -> String {
+        match self {
+            Self::Created => "a created owner-hierarchy primary key".into(),
+            Self::Persistent { handle } => format!("persistent handle {handle:#010x}"),
+            Self::NvTemplate { index } => format!("AK template NV index {index:#010x}"),
+        }
+    }
+
+    /// What the cloud should have provisioned there, for error messages.
+    fn expectation(self, variant: Variant) -> String {
+        match self {
+            Self::Created => String::new(),
+            Self::Persistent { .. } => format!(
+                "on {variant} the Azure vTPM provisions the attestation key there before boot (is this an Azure VM of that type, with its vTPM enabled?)"
+            ),
+            Self::NvTemplate { .. } => format!(
+                "on {variant} the GCE vTPM (Shielded VM with vTPM enabled) stores the AK template there before boot"
+            ),
+        }
+    }
+}
 
 /// Where Linux exposes the firmware's TCG event log.
 pub const DEFAULT_EVENT_LOG_PATH: &str = "/sys/kernel/security/tpm0/binary_bios_measurements";
@@ -67,7 +139,9 @@ pub struct TpmIssuerConfig {
     pub tcti: String,
     /// Variant written into documents.
     pub variant: Variant,
-    /// AK algorithm.
+    /// Where the AK comes from; [`TpmIssuerConfig::new`] sets [`AkSource::for_variant`].
+    pub ak_source: AkSource,
+    /// AK algorithm (for [`AkSource::Created`]).
     pub ak: AkAlgorithm,
     /// PCR indices quoted (SHA-256 bank).
     pub pcrs: Vec<u32>,
@@ -85,6 +159,7 @@ impl std::fmt::Debug for TpmIssuerConfig {
         f.debug_struct("TpmIssuerConfig")
             .field("tcti", &self.tcti)
             .field("variant", &self.variant)
+            .field("ak_source", &self.ak_source)
             .field("ak", &self.ak)
             .field("pcrs", &self.pcrs)
             .field("event_log", &self.event_log)
@@ -95,11 +170,13 @@ impl std::fmt::Debug for TpmIssuerConfig {
 }
 
 impl TpmIssuerConfig {
-    /// RSA-2048 AK, PCRs 0–23, no event log, empty instance info.
+    /// The variant's AK source (RSA-2048 when created), PCRs 0–23, no event log, empty
+    /// instance info.
     pub fn new(tcti: impl Into<String>, variant: Variant) -> Self {
         Self {
             tcti: tcti.into(),
             variant,
+            ak_source: AkSource::for_variant(variant),
             ak: AkAlgorithm::default(),
             pcrs: (0..24).collect(),
             event_log: None,
@@ -177,7 +254,8 @@ fn tpm_err(operation: &'static str) -> impl FnOnce(tss_esapi::Error) -> IssueErr
 }
 
 impl TpmIssuer {
-    /// Connects to the TPM and creates (or re-derives: it is a primary key) the AK.
+    /// Connects to the TPM and obtains the AK from the configured [`AkSource`] (created or
+    /// re-derived primary keys are flushed again when the issuer is dropped).
     pub fn open(config: TpmIssuerConfig) -> Result<Self, IssueError> {
         let (tx, rx) = mpsc::channel::<Cmd>();
         let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<Vec<u8>, IssueError>>(1);
@@ -296,6 +374,8 @@ impl Issuer for TpmIssuer {
 struct Worker {
     ctx: Context,
     ak: KeyHandle,
+    /// Persistent keys belong to the cloud: close our handle, never flush the key.
+    ak_persistent: bool,
     ak_public: Vec<u8>,
     pcrs: Vec<u32>,
 }
@@ -334,7 +414,12 @@ fn worker(
             }
         }
     }
-    let _ = w.ctx.flush_context(w.ak.into());
+    if w.ak_persistent {
+        let mut h = ObjectHandle::from(w.ak);
+        let _ = w.ctx.tr_close(&mut h);
+    } else {
+        let _ = w.ctx.flush_context(w.ak.into());
+    }
 }
 
 fn ak_template(alg: AkAlgorithm) -> Result<Public, tss_esapi::Error> {
@@ -387,6 +472,62 @@ fn ak_template(alg: AkAlgorithm) -> Result<Public, tss_esapi::Error> {
             )
             .with_ecc_unique_identifier(EccPoint::default())
             .build(),
+    }
+}
+
+fn create_primary(
+    ctx: &mut Context,
+    hierarchy: Hierarchy,
+    template: Public,
+) -> Result<(KeyHandle, Public), IssueError> {
+    // A password session with empty auth costs no round trips, unlike an HMAC session.
+    let created = ctx
+        .execute_with_session(Some(AuthSession::Password), |c| {
+            c.create_primary(hierarchy, template, None, None, None, None)
+        })
+        .map_err(tpm_err("CreatePrimary (AK)"))?;
+    Ok((created.key_handle, created.out_public))
+}
+
+/// Reads a whole NV index with owner authorisation (empty password).
+fn nv_read_full(ctx: &mut Context, index: u32) -> Result<Vec<u8>, IssueError> {
+    let handle =
+        tss_esapi::handles::NvIndexTpmHandle::new(index).map_err(tpm_err("NV index handle"))?;
+    ctx.execute_with_session(Some(AuthSession::Password), |c| {
+        tss_esapi::abstraction::nv::read_full(
+            c,
+            tss_esapi::interface_types::resource_handles::NvAuth::Owner,
+            handle,
+        )
+    })
+    .map_err(|e| IssueError::Tpm {
+        operation: "NV_Read",
+        message: format!("NV index {index:#010x}: {e}"),
+    })
+}
+
+/// An AK template as stored in NV: a `TPMT_PUBLIC` (what GCE writes), or a `TPM2B_PUBLIC`.
+fn parse_template(data: &[u8]) -> Result<Public, String> {
+    let tpmt = match data {
+        [hi, lo, rest @ ..] if usize::from(u16::from_be_bytes([*hi, *lo])) == rest.len() => {
+            // A TPMT_PUBLIC starts with its algorithm (RSA 0x0001, ECC 0x0023), never with its
+            // own length, so a matching length prefix means TPM2B_PUBLIC.
+            rest
+        }
+        _ => data,
+    };
+    Public::unmarshall(tpmt)
+        .map_err(|e| format!("the NV data is not a TPMT_PUBLIC key template ({e})"))
+}
+
+/// A key without the sign attribute cannot quote; saying so here beats a TPM error code later.
+/// (Whether the key must be restricted is the validator's call.)
+fn check_signing_key(public: &Public) -> Result<(), String> {
+    let a = public.object_attributes();
+    if a.sign_encrypt() && !a.decrypt() {
+        Ok(())
+    } else {
+        Err("the key is not a signing key, so it cannot be the attestation key".into())
     }
 }
 
@@ -443,17 +584,42 @@ impl Worker {
     fn start(cfg: &TpmIssuerConfig) -> Result<Self, IssueError> {
         let tcti: TctiNameConf = cfg.tcti.parse().map_err(tpm_err("parse TCTI"))?;
         let mut ctx = Context::new(tcti).map_err(tpm_err("connect"))?;
-        let template = ak_template(cfg.ak).map_err(tpm_err("build AK template"))?;
-        // A password session with empty auth costs no round trips, unlike an HMAC session.
-        let created = ctx
-            .execute_with_session(Some(AuthSession::Password), |c| {
-                c.create_primary(Hierarchy::Owner, template, None, None, None, None)
-            })
-            .map_err(tpm_err("CreatePrimary (AK)"))?;
-        let tpmt = created
-            .out_public
-            .marshall()
-            .map_err(tpm_err("marshal AK public"))?;
+        let ak_err = |message: String| IssueError::AttestationKey {
+            variant: cfg.variant,
+            location: cfg.ak_source.location(),
+            message,
+            expected: cfg.ak_source.expectation(cfg.variant),
+        };
+        let (ak, public, ak_persistent) = match cfg.ak_source {
+            AkSource::Created => {
+                let template = ak_template(cfg.ak).map_err(tpm_err("build AK template"))?;
+                let (k, p) = create_primary(&mut ctx, Hierarchy::Owner, template)?;
+                (k, p, false)
+            }
+            AkSource::Persistent { handle } => {
+                let h = PersistentTpmHandle::new(handle)
+                    .map_err(|e| ak_err(format!("not a persistent handle: {e}")))?;
+                let obj = ctx
+                    .tr_from_tpm_public(TpmHandle::Persistent(h))
+                    .map_err(|e| ak_err(format!("no key there ({e})")))?;
+                let key = KeyHandle::from(obj);
+                let (public, _, _) = ctx
+                    .read_public(key)
+                    .map_err(|e| ak_err(format!("ReadPublic failed ({e})")))?;
+                check_signing_key(&public).map_err(ak_err)?;
+                (key, public, true)
+            }
+            AkSource::NvTemplate { index } => {
+                let data =
+                    nv_read_full(&mut ctx, index).map_err(|e| ak_err(format!("NV_Read: {e}")))?;
+                let template = parse_template(&data).map_err(ak_err)?;
+                check_signing_key(&template).map_err(ak_err)?;
+                let (k, p) = create_primary(&mut ctx, Hierarchy::Endorsement, template)
+                    .map_err(|e| ak_err(format!("CreatePrimary from the template: {e}")))?;
+                (k, p, false)
+            }
+        };
+        let tpmt = public.marshall().map_err(tpm_err("marshal AK public"))?;
         let len = u16::try_from(tpmt.len()).map_err(|_| IssueError::Tpm {
             operation: "marshal AK public",
             message: "TPMT_PUBLIC longer than 65535 bytes".into(),
@@ -462,7 +628,8 @@ impl Worker {
         ak_public.extend_from_slice(&tpmt);
         Ok(Self {
             ctx,
-            ak: created.key_handle,
+            ak,
+            ak_persistent,
             ak_public,
             pcrs: cfg.pcrs.clone(),
         })
@@ -492,17 +659,7 @@ impl Worker {
     }
 
     fn nv_read(&mut self, index: u32) -> Result<Vec<u8>, IssueError> {
-        let handle =
-            tss_esapi::handles::NvIndexTpmHandle::new(index).map_err(tpm_err("NV index handle"))?;
-        self.ctx
-            .execute_with_session(Some(AuthSession::Password), |c| {
-                tss_esapi::abstraction::nv::read_full(
-                    c,
-                    tss_esapi::interface_types::resource_handles::NvAuth::Owner,
-                    handle,
-                )
-            })
-            .map_err(tpm_err("NV_Read"))
+        nv_read_full(&mut self.ctx, index)
     }
 
     fn read(&mut self) -> Result<BTreeMap<u32, [u8; 32]>, IssueError> {

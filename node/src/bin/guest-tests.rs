@@ -410,6 +410,36 @@ mod guest {
         Ok((mib / write.as_secs_f64(), mib / read.as_secs_f64()))
     }
 
+    /// `cpu_aes=<flag present> xts_aes=<driver>@<priority>,...` from /proc/cpuinfo and
+    /// /proc/crypto (the kernel uses the highest-priority driver).
+    fn crypto_info() -> String {
+        let cpu_aes = std::fs::read_to_string("/proc/cpuinfo")
+            .map(|c| {
+                c.lines()
+                    .find(|l| l.starts_with("flags"))
+                    .is_some_and(|l| l.split_whitespace().any(|f| f == "aes"))
+            })
+            .unwrap_or(false);
+        let crypto = std::fs::read_to_string("/proc/crypto").unwrap_or_default();
+        let mut xts = Vec::new();
+        for block in crypto.split("\n\n") {
+            let field = |k: &str| {
+                block.lines().find_map(|l| {
+                    let (key, v) = l.split_once(':')?;
+                    (key.trim() == k).then(|| v.trim().to_string())
+                })
+            };
+            if field("name").as_deref() == Some("xts(aes)") {
+                xts.push(format!(
+                    "{}@{}",
+                    field("driver").unwrap_or_default(),
+                    field("priority").unwrap_or_default()
+                ));
+            }
+        }
+        format!("cpu_aes={cpu_aes} xts_aes={}", xts.join(","))
+    }
+
     fn device_size(dev: &Path) -> anyhow::Result<u64> {
         let mut f = std::fs::File::open(dev)?;
         Ok(f.seek(SeekFrom::End(0))?)
@@ -431,6 +461,11 @@ mod guest {
             // A fresh format every time (a raw write just destroyed any header).
             ensure!(disk.prepare()? == BootState::Fresh);
             let mapped = disk.mapper_path();
+            if !integrity {
+                // Why the crypt rows cost what they cost: which xts(aes) the kernel picked
+                // and whether the (emulated) CPU offers AES-NI.
+                println!("GUEST-BENCH-INFO {}", crypto_info());
+            }
             let size = device_size(&mapped)?;
             let (w, r) = throughput(&mapped, want.min(size))?;
             println!(

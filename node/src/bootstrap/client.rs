@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use constellation_node_api::limits::MAX_MESSAGE_BYTES;
 use constellation_node_api::v1::join_service_client::JoinServiceClient;
 use constellation_node_api::v1::{
-    IssueJoinTicketRequest, IssueJoinTicketResponse, IssueRejoinTicketRequest,
+    ControlPlaneMaterial, IssueJoinTicketRequest, IssueJoinTicketResponse,
+    IssueRejoinTicketRequest, KubernetesJoin,
 };
 
 use super::Transport;
@@ -183,6 +184,9 @@ async fn try_join(
         ctx.apply_attestation_config(&cp.attestation_config_json)
             .map_err(|s| s.message().to_string())?;
     }
+    if let Some(cp) = &ticket.control_plane {
+        adopt_cluster_view(ctx, cp);
+    }
     *ctx.secrets.write().unwrap_or_else(|e| e.into_inner()) = Some(ClusterSecrets {
         master,
         measurement_secret: ms,
@@ -193,7 +197,86 @@ async fn try_join(
     ctx.metrics.bootstrapped.set(1);
     ctx.phase.send_replace(Phase::Bootstrapped);
     tracing::info!(endpoint = %ep, cluster_id = %hex::encode(cluster_id), "joined the cluster");
+    if let Some(k) = &ticket.kubernetes {
+        kubeadm_join(ctx, k).await;
+    }
     Ok(())
+}
+
+/// A control-plane joiner starts from the issuing control plane's view: member list,
+/// Kubernetes settings and status. Invalid parts are logged and skipped (replication fills
+/// the member list later).
+fn adopt_cluster_view(ctx: &NodeContext, cp: &ControlPlaneMaterial) {
+    if let Some(list) = &cp.members
+        && let Err(e) = crate::services::members::merge_into(ctx, list, "join ticket")
+    {
+        tracing::warn!(error = %e.message(), "the ticket's member list was rejected");
+    }
+    let mut c = ctx.cluster.lock().unwrap_or_else(|e| e.into_inner());
+    c.kubernetes_status = cp.kubernetes_status.clone();
+    if let Some(k) = &cp.kubernetes_settings {
+        match crate::services::members::settings_from_proto(k, ctx.info.private_ip) {
+            Ok(s) => c.kubernetes = Some(s),
+            Err(e) => tracing::warn!(error = %e, "the ticket's Kubernetes settings were rejected"),
+        }
+    }
+    drop(c);
+    ctx.persist_cluster();
+}
+
+/// Joins Kubernetes with the ticket's material. The node has joined the Constellation
+/// cluster already (PCR 15 is extended), so a failure is logged with kubeadm's output and
+/// recorded in the status, not retried as a new join.
+async fn kubeadm_join(ctx: &Arc<NodeContext>, k: &KubernetesJoin) {
+    use crate::services::kubernetes::{self, JoinMaterial, Kubeadm, NodeSpec};
+    let status = match Kubeadm::find() {
+        None => {
+            tracing::error!(
+                "the ticket carries Kubernetes join material but this image has no kubeadm; the node is not a Kubernetes node"
+            );
+            crate::services::init::KUBERNETES_NOT_INSTALLED.to_string()
+        }
+        Some(kubeadm) => {
+            let m = JoinMaterial {
+                api_server_endpoint: k.api_server_endpoint.clone(),
+                token: zeroize::Zeroizing::new(k.token.clone()),
+                ca_cert_hash: k.discovery_token_ca_cert_hash.clone(),
+                certificate_key: zeroize::Zeroizing::new(k.certificate_key.clone()),
+            };
+            let node = NodeSpec {
+                name: ctx.info.name.clone(),
+                private_ip: ctx.info.private_ip,
+            };
+            let config = zeroize::Zeroizing::new(kubernetes::join_config(&node, &m));
+            let mut log = |l: String| tracing::info!(target: "kubeadm", "{l}");
+            tracing::info!(
+                control_plane = !m.certificate_key.is_empty(),
+                "kubernetes: running kubeadm join"
+            );
+            match kubeadm
+                .join(
+                    &config,
+                    &[m.token.as_str(), m.certificate_key.as_str()],
+                    &mut log,
+                )
+                .await
+            {
+                Ok(()) => {
+                    tracing::info!("kubernetes: joined");
+                    kubernetes::STATUS_RUNNING.to_string()
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "kubernetes: kubeadm join failed");
+                    format!("kubeadm join failed: {e}")
+                }
+            }
+        }
+    };
+    ctx.cluster
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .kubernetes_status = status;
+    ctx.persist_cluster();
 }
 
 /// Rebooted member: asks for a rejoin ticket until it gets one, recovery happens, or the
@@ -240,14 +323,17 @@ async fn try_rejoin(
     let cluster_id =
         keys::cluster_id(ms.expose(), &ticket.measurement_salt).map_err(|e| e.to_string())?;
     let lock = ctx.lock.clone();
-    let pcr = blocking(move || lock.read())
-        .await
-        .map_err(|e| e.message().to_string())?
-        .map_err(|e| e.to_string())?;
-    if pcr == [0u8; 32] {
+    // Through is_unlocked/holds_cluster_id, so that every lock (PCR 15, TDX RTMR3) works.
+    let (unlocked, ours) = blocking(move || {
+        Ok::<_, crate::lock::LockError>((lock.is_unlocked()?, lock.holds_cluster_id(&cluster_id)?))
+    })
+    .await
+    .map_err(|e| e.message().to_string())?
+    .map_err(|e| e.to_string())?;
+    if unlocked {
         lock_node(ctx, &cluster_id).await?;
-    } else if pcr != constellation_attest::measurements::expected_pcr15(&cluster_id) {
-        return Err("PCR 15 records another cluster than the rejoin ticket's".into());
+    } else if !ours {
+        return Err("the cluster-ID register (PCR 15 / RTMR3) records another cluster than the rejoin ticket's".into());
     }
     let key = Secret::from_slice(&ticket.state_disk_key);
     let disk = ctx.disk.clone();

@@ -151,6 +151,11 @@ pub async fn run(
         // The sender lives in the context, so waiting cannot fail while the node runs.
         let _ = rx.wait_for(|p| *p == Phase::Bootstrapped).await;
         if mgmt_ctx.info.role == Role::ControlPlane {
+            // Replication ends with the process (the task is aborted with the runtime).
+            tokio::spawn(crate::services::members::replicate(
+                mgmt_ctx.clone(),
+                mgmt_cfg.ports.management,
+            ));
             serve_management(mgmt_ctx, &mgmt_cfg)
                 .await
                 .map_err(RunError::from)

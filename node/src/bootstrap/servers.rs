@@ -11,6 +11,7 @@ use constellation_node_api::v1::init_service_server::InitServiceServer;
 use constellation_node_api::v1::join_service_server::JoinServiceServer;
 use constellation_node_api::v1::key_service_server::KeyServiceServer;
 use constellation_node_api::v1::management_service_server::ManagementServiceServer;
+use constellation_node_api::v1::member_sync_service_server::MemberSyncServiceServer;
 use constellation_node_api::v1::recovery_service_server::RecoveryServiceServer;
 use constellation_node_api::v1::verification_service_server::VerificationServiceServer;
 use tokio::net::TcpListener;
@@ -25,6 +26,7 @@ use crate::services::init::InitServer;
 use crate::services::join::JoinServer;
 use crate::services::key::KeyServer;
 use crate::services::management::ManagementServer;
+use crate::services::members::MemberSyncServer;
 use crate::services::recovery::RecoveryServer;
 use crate::services::verify::{VerifyServer, http_router};
 
@@ -239,13 +241,18 @@ pub async fn serve_management(ctx: Arc<NodeContext>, cfg: &Config) -> Result<(),
         .client_auth_optional(false);
     let addr = SocketAddr::new(cfg.listen_ip, cfg.ports.management);
     let l = bind("management", addr).await?;
-    let svc = ManagementServiceServer::new(ManagementServer::new(ctx))
+    let svc = ManagementServiceServer::new(ManagementServer::new(ctx.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    // Member replication between control planes shares the port and its mutual TLS.
+    let sync = MemberSyncServiceServer::new(MemberSyncServer::new(ctx))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     Server::builder()
         .tls_config(tls)
         .map_err(|e| ServeError::Tls(e.to_string()))?
         .add_service(svc)
+        .add_service(sync)
         .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(l))
         .await
         .map_err(|e| ServeError::Serve {

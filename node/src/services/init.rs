@@ -20,6 +20,8 @@ use crate::keys::{self, MasterSecret, Secret};
 use crate::metadata::Role;
 use crate::state::{ClusterSecrets, NodeState};
 
+use super::kubernetes::{self, ClusterSettings, InitOutput, Kubeadm, NodeSpec, STATUS_RUNNING};
+
 /// Kubernetes status when the image carries no kubeadm.
 pub const KUBERNETES_NOT_INSTALLED: &str = "not installed";
 
@@ -72,6 +74,10 @@ impl WipeSecrets for constellation_node_api::v1::RecoverRequest {
 impl WipeSecrets for constellation_node_api::v1::IssueJoinTicketResponse {
     fn wipe(&mut self) {
         use zeroize::Zeroize;
+        if let Some(k) = self.kubernetes.as_mut() {
+            k.token.zeroize();
+            k.certificate_key.zeroize();
+        }
         self.state_disk_key.zeroize();
         self.measurement_secret.zeroize();
         if let Some(cp) = self.control_plane.as_mut() {
@@ -134,9 +140,10 @@ struct InitInput {
     measurement_salt: Vec<u8>,
     cluster_name: String,
     attestation_config_json: String,
+    kubernetes: ClusterSettings,
 }
 
-fn validate(req: &InitRequest) -> Result<InitInput, Status> {
+fn validate(req: &InitRequest, private_ip: std::net::IpAddr) -> Result<InitInput, Status> {
     let master = MasterSecret::new(&req.master_secret, &req.master_salt)
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
     if req.measurement_salt.is_empty() || req.measurement_salt.len() > keys::MAX_SECRET_LEN {
@@ -157,11 +164,22 @@ fn validate(req: &InitRequest) -> Result<InitInput, Status> {
             "cluster_name must be 1..=63 characters of [A-Za-z0-9-]",
         ));
     }
+    let kubernetes = ClusterSettings::new(
+        &req.kubernetes_version,
+        &req.cluster_name,
+        &req.pod_cidr,
+        &req.service_cidr,
+        &req.control_plane_endpoint,
+        &req.api_server_cert_sans,
+        private_ip,
+    )
+    .map_err(|e| Status::invalid_argument(e.to_string()))?;
     Ok(InitInput {
         master,
         measurement_salt: req.measurement_salt.clone(),
         cluster_name: req.cluster_name.clone(),
         attestation_config_json: req.attestation_config_json.clone(),
+        kubernetes,
     })
 }
 
@@ -194,7 +212,7 @@ impl InitService for InitServer {
             tracing::warn!("Init refused: the init secret does not match the metadata hash");
             return Err(Status::permission_denied("init secret does not match"));
         }
-        let input = validate(req)?;
+        let input = validate(req, ctx.info.private_ip)?;
         if !input.attestation_config_json.is_empty() {
             // Parse before changing anything so a bad config leaves the node untouched.
             (ctx.parse_config)(&input.attestation_config_json).map_err(|e| {
@@ -295,11 +313,24 @@ async fn run_init(
     })
     .await
     .map_err(|e| e.message().to_string())??;
-    let kubernetes_status = kubernetes_status();
+    let (kubernetes_status, kubeconfig) = match Kubeadm::find() {
+        None => (
+            KUBERNETES_NOT_INSTALLED.to_string(),
+            Zeroizing::new(Vec::new()),
+        ),
+        Some(kubeadm) => {
+            progress(tx, "kubernetes: running kubeadm init").await;
+            let out = kubeadm_init(ctx, &kubeadm, &input.kubernetes, tx).await?;
+            (STATUS_RUNNING.to_string(), out.kubeconfig)
+        }
+    };
     progress(tx, &format!("kubernetes: {kubernetes_status}")).await;
     {
         let mut c = ctx.cluster.lock().unwrap_or_else(|e| e.into_inner());
         c.kubernetes_status = kubernetes_status.clone();
+        if kubernetes_status == STATUS_RUNNING {
+            c.kubernetes = Some(input.kubernetes.clone());
+        }
         c.members.insert(
             ctx.info.name.clone(),
             crate::state::Member {
@@ -333,22 +364,43 @@ async fn run_init(
         owner_certificate_pem: owner.cert_pem.clone(),
         owner_private_key_pem: owner.key_pem.to_string(),
         cluster_ca_pem: ca_pem,
-        kubeconfig: Vec::new(),
+        kubeconfig: kubeconfig.to_vec(),
         kubernetes_status,
     })
 }
 
-/// "not installed" when no kubeadm is on PATH. With kubeadm present, bring-up is not part of
-/// this version yet and the status says so instead of pretending.
-pub fn kubernetes_status() -> String {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join("kubeadm").is_file()))
-        .unwrap_or(false);
-    if found {
-        "kubeadm present; bring-up not implemented in this agent version".into()
-    } else {
-        KUBERNETES_NOT_INSTALLED.into()
-    }
+/// Runs `kubeadm init`, streaming its output (secrets cut out) as Init progress.
+async fn kubeadm_init(
+    ctx: &NodeContext,
+    kubeadm: &Kubeadm,
+    settings: &ClusterSettings,
+    tx: &mpsc::Sender<Result<InitResponse, Status>>,
+) -> Result<InitOutput, String> {
+    let token = kubernetes::generate_token();
+    let key = kubernetes::generate_certificate_key();
+    let node = NodeSpec {
+        name: ctx.info.name.clone(),
+        private_ip: ctx.info.private_ip,
+    };
+    let config = Zeroizing::new(kubernetes::init_config(&node, settings, &token, &key));
+    // kubeadm's lines arrive synchronously; a forwarder keeps the stream's back-pressure.
+    let (line_tx, mut line_rx) = mpsc::unbounded_channel::<String>();
+    let stream = tx.clone();
+    let forward = tokio::spawn(async move {
+        while let Some(l) = line_rx.recv().await {
+            tracing::info!(target: "kubeadm", "{l}");
+            let _ = stream.send(line(format!("kubeadm: {l}"))).await;
+        }
+    });
+    let mut cb = move |l: String| {
+        let _ = line_tx.send(l);
+    };
+    let result = kubeadm
+        .init(&config, &[token.as_str(), key.as_str()], &mut cb)
+        .await;
+    drop(cb);
+    let _ = forward.await;
+    result.map_err(|e| format!("Kubernetes bring-up failed: {e}"))
 }
 
 /// Extends PCR 15 with the cluster ID, refusing when it is already extended.

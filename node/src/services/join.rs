@@ -9,10 +9,11 @@ use std::sync::Arc;
 use constellation_node_api::v1::join_service_server::JoinService;
 use constellation_node_api::v1::{
     ControlPlaneMaterial, IssueJoinTicketRequest, IssueJoinTicketResponse,
-    IssueRejoinTicketRequest, IssueRejoinTicketResponse, WireGuardPeer,
+    IssueRejoinTicketRequest, IssueRejoinTicketResponse, KubernetesJoin, WireGuardPeer,
 };
 use tonic::{Request, Response, Status};
 
+use super::kubernetes::Kubeadm;
 use super::{NodeContext, mesh_address, peer_claims, summarize};
 use crate::metadata::Role;
 use crate::state::Member;
@@ -29,6 +30,41 @@ impl JoinServer {
         Self { ctx }
     }
 
+    /// Fresh kubeadm join material when this cluster runs Kubernetes (`None` otherwise).
+    async fn kubernetes_material(
+        &self,
+        control_plane: bool,
+    ) -> Result<Option<KubernetesJoin>, Status> {
+        let settings = self
+            .ctx
+            .cluster
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .kubernetes
+            .clone();
+        let Some(settings) = settings else {
+            return Ok(None);
+        };
+        let Some(kubeadm) = Kubeadm::find() else {
+            return Err(Status::unavailable(
+                "the cluster runs Kubernetes but this control plane has no kubeadm; join through another control plane",
+            ));
+        };
+        let m = kubeadm
+            .join_material(&settings.control_plane_endpoint, control_plane)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "creating Kubernetes join material failed");
+                Status::unavailable(format!("creating Kubernetes join material failed: {e}"))
+            })?;
+        Ok(Some(KubernetesJoin {
+            api_server_endpoint: m.api_server_endpoint.clone(),
+            token: m.token.to_string(),
+            discovery_token_ca_cert_hash: m.ca_cert_hash.clone(),
+            certificate_key: m.certificate_key.to_string(),
+        }))
+    }
+
     fn refuse(&self, reason: &str, status: Status) -> Status {
         tracing::warn!(reason, error = %status.message(), "join refused");
         self.ctx.metrics.join("refused", reason);
@@ -36,7 +72,7 @@ impl JoinServer {
     }
 }
 
-fn check_name(name: &str) -> Result<(), Status> {
+pub(crate) fn check_name(name: &str) -> Result<(), Status> {
     if name.is_empty()
         || name.len() > 63
         || !name
@@ -128,17 +164,19 @@ pub fn issue_ticket(
             wireguard_address: wg_address.clone(),
         },
     );
-    drop(cluster);
+    // Control-plane joiners start with the cluster-wide member list (including themselves).
     let control_plane = req.is_control_plane.then(|| ControlPlaneMaterial {
         master_secret: master.secret().expose().to_vec(),
         master_salt: master.salt().expose().to_vec(),
-        attestation_config_json: ctx
-            .cluster
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .attestation_config_json
-            .clone(),
+        attestation_config_json: cluster.attestation_config_json.clone(),
+        members: Some(super::members::to_list(&cluster)),
+        kubernetes_settings: cluster
+            .kubernetes
+            .as_ref()
+            .map(super::members::settings_to_proto),
+        kubernetes_status: cluster.kubernetes_status.clone(),
     });
+    drop(cluster);
     Ok(IssueJoinTicketResponse {
         state_disk_key: disk_key.expose().to_vec(),
         measurement_secret: secrets.measurement_secret.expose().to_vec(),
@@ -165,8 +203,14 @@ impl JoinService for JoinServer {
             ));
         };
         let req = request.into_inner();
+        // Kubernetes join material first: a join must not be recorded when it cannot be served.
+        let kubernetes = match self.kubernetes_material(req.is_control_plane).await {
+            Ok(k) => k,
+            Err(s) => return Err(self.refuse("kubernetes", s)),
+        };
         match issue_ticket(&self.ctx, &req, summarize(&claims)) {
-            Ok(t) => {
+            Ok(mut t) => {
+                t.kubernetes = kubernetes;
                 tracing::info!(node = %req.node_name, control_plane = req.is_control_plane, "join ticket issued");
                 self.ctx.metrics.join("accepted", "");
                 self.ctx.persist_cluster();
@@ -222,16 +266,16 @@ impl JoinService for JoinServer {
         let key = master
             .disk_key(&uuid)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let control_plane = req.is_control_plane.then(|| ControlPlaneMaterial {
-            master_secret: master.secret().expose().to_vec(),
-            master_salt: master.salt().expose().to_vec(),
-            attestation_config_json: self
-                .ctx
-                .cluster
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .attestation_config_json
-                .clone(),
+        let control_plane = req.is_control_plane.then(|| {
+            let c = self.ctx.cluster.lock().unwrap_or_else(|e| e.into_inner());
+            ControlPlaneMaterial {
+                master_secret: master.secret().expose().to_vec(),
+                master_salt: master.salt().expose().to_vec(),
+                attestation_config_json: c.attestation_config_json.clone(),
+                members: Some(super::members::to_list(&c)),
+                kubernetes_settings: c.kubernetes.as_ref().map(super::members::settings_to_proto),
+                kubernetes_status: c.kubernetes_status.clone(),
+            }
         });
         tracing::info!(node = %req.node_name, "rejoin ticket issued");
         self.ctx.metrics.join("accepted", "rejoin");

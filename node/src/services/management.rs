@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use constellation_node_api::v1::management_service_server::ManagementService;
 use constellation_node_api::v1::{
-    GetStatusRequest, GetStatusResponse, NodeStatus, RemoveNodeRequest, RemoveNodeResponse,
-    SetAttestationConfigRequest, SetAttestationConfigResponse,
+    GetStatusRequest, GetStatusResponse, NodeStatus, Refusal, RemoveNodeRequest,
+    RemoveNodeResponse, SetAttestationConfigRequest, SetAttestationConfigResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -58,6 +58,17 @@ impl ManagementService for ManagementServer {
             nodes,
             attestation_config_json: c.attestation_config_json,
             kubernetes_status: c.kubernetes_status,
+            recent_refusals: self
+                .ctx
+                .logs
+                .refusals()
+                .into_iter()
+                .map(|r| Refusal {
+                    peer: r.peer,
+                    time: r.time,
+                    reason: r.reason,
+                })
+                .collect(),
         }))
     }
 

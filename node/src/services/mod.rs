@@ -7,7 +7,9 @@
 pub mod init;
 pub mod join;
 pub mod key;
+pub mod kubernetes;
 pub mod management;
+pub mod members;
 pub mod recovery;
 pub mod verify;
 

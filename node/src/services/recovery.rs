@@ -72,12 +72,13 @@ impl RecoveryService for RecoveryServer {
         let cluster_id =
             keys::cluster_id(ms.expose(), &salt).map_err(|e| Status::internal(e.to_string()))?;
         let lock = ctx.lock.clone();
-        let pcr = blocking(move || lock.read())
+        let ours = blocking(move || lock.holds_cluster_id(&cluster_id))
             .await?
             .map_err(|e| Status::internal(e.to_string()))?;
-        if pcr != constellation_attest::measurements::expected_pcr15(&cluster_id) {
+        if !ours {
             return Err(Status::permission_denied(
-                "the master secret belongs to another cluster than PCR 15 records",
+                "the master secret belongs to another cluster than the cluster-ID register \
+                 (PCR 15 / RTMR3) records",
             ));
         }
         if let Ok(Some(c)) = crate::state::load(&dir, crate::state::CLUSTER_STATE_FILE) {
