@@ -20,8 +20,10 @@ prefix_map="-ffile-prefix-map=$SRC=/constellation -ffile-prefix-map=$TARGET=/tar
 export CFLAGS="${CFLAGS:-} $prefix_map" CXXFLAGS="${CXXFLAGS:-} $prefix_map"
 export CARGO_TARGET_DIR=$TARGET
 t0=$SECONDS
-cargo build --locked --profile image -p constellation-node --bin constellation-node
-cargo build --locked --profile image -p constellation-image --bin constellation-init --bin constellation-image
+# One cargo invocation for all three binaries: while the agent's single-threaded LTO link runs,
+# the other core can compile the image tool (two invocations left it idle meanwhile).
+cargo build --locked --profile image -p constellation-node -p constellation-image \
+  --bin constellation-node --bin constellation-init --bin constellation-image
 echo "build-image: binaries built in $((SECONDS - t0)) s" >&2
 "$TARGET/image/constellation-image" build \
   --agent "$TARGET/image/constellation-node" \

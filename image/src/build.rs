@@ -21,8 +21,12 @@ use crate::pe::{self, PeError};
 
 /// The default kernel command line of the node image. `no_timer_check`: on a busy host (TCG,
 /// overcommitted vCPUs) the kernel's IO-APIC timer check can fail and panic at boot; the check
-/// is meaningless for the virtual platforms the image runs on.
-pub const DEFAULT_CMDLINE: &str = "console=ttyS0 loglevel=4 panic=-1 no_timer_check";
+/// is meaningless for the virtual platforms the image runs on. `cryptomgr.notests`: skips the
+/// crypto known-answer self-tests run when algorithms register (~0.6 s of QEMU CPU under TCG,
+/// see docs/image.md); they catch broken implementations, not attackers, and a kernel in FIPS
+/// mode runs them regardless.
+pub const DEFAULT_CMDLINE: &str =
+    "console=ttyS0 loglevel=4 panic=-1 no_timer_check cryptomgr.notests";
 
 /// zstd level of the initramfs (the kernel decompresses it; `CONFIG_RD_ZSTD`).
 pub const INITRD_ZSTD_LEVEL: i32 = 10;
@@ -88,8 +92,11 @@ pub struct BuildConfig {
     pub cmdline: String,
     /// Kubernetes version to include, if any.
     pub kubernetes: Option<String>,
-    /// Replaces `https://dl.k8s.io` in the pinned URLs (a local mirror).
+    /// A mirror for the Kubernetes downloads: `https://HOST/PATH` is fetched from
+    /// `<mirror>/HOST/PATH` (see [`kubernetes::KPin::fetch_url`]).
     pub kubernetes_mirror: Option<String>,
+    /// The Kubernetes pins (default: the embedded `image/kubernetes.lock`).
+    pub kubernetes_lock: kubernetes::KubernetesLock,
     /// Extra files for the initramfs (path, contents) — used by tests to vary the initramfs.
     pub extra_files: Vec<(String, Vec<u8>)>,
     /// Package cache.
@@ -110,6 +117,7 @@ impl BuildConfig {
             cmdline: DEFAULT_CMDLINE.to_owned(),
             kubernetes: None,
             kubernetes_mirror: None,
+            kubernetes_lock: kubernetes::KubernetesLock::default_lock(),
             extra_files: Vec::new(),
             cache: Cache::from_env(),
             lock: Lock::default_lock(),
@@ -158,6 +166,9 @@ pub struct Manifest {
     pub kubernetes: Option<String>,
     /// Human-readable note on Kubernetes.
     pub kubernetes_note: String,
+    /// The Kubernetes components installed (name, version, pinned SHA-256, URL, guest files);
+    /// empty without Kubernetes.
+    pub kubernetes_components: Vec<kubernetes::Component>,
     /// Every input.
     pub inputs: Vec<Input>,
 }
@@ -311,6 +322,7 @@ fn initramfs_bytes(
     cfg: &BuildConfig,
     kernel: &Kernel,
     inputs: &mut Vec<Input>,
+    components: &mut Vec<kubernetes::Component>,
 ) -> Result<(Vec<u8>, Vec<String>), BuildError> {
     let mut a = Archive::new();
     for d in ["dev", "proc", "sys", "run", "tmp", "etc", "var", "root"] {
@@ -339,16 +351,20 @@ fn initramfs_bytes(
     a.file("usr/lib/os-release", os_release().into_bytes(), false);
     a.symlink("etc/os-release", "../usr/lib/os-release");
     if let Some(version) = &cfg.kubernetes {
-        for (name, data, pinned) in
-            kubernetes::fetch(&cfg.cache, version, cfg.kubernetes_mirror.as_deref())?
-        {
-            a.file(&format!("usr/bin/{name}"), data, true);
+        for c in kubernetes::install(
+            &mut a,
+            &cfg.cache,
+            &cfg.kubernetes_lock,
+            version,
+            cfg.kubernetes_mirror.as_deref(),
+        )? {
             inputs.push(Input {
                 kind: "kubernetes".into(),
-                name,
-                version: version.clone(),
-                sha256: pinned,
+                name: c.name.clone(),
+                version: c.version.clone(),
+                sha256: c.sha256.clone(),
             });
+            components.push(c);
         }
     }
     for (p, d) in &cfg.extra_files {
@@ -407,7 +423,8 @@ pub fn build(cfg: &BuildConfig) -> Result<BuildOutput, BuildError> {
             sha256: sha256_hex(&data),
         });
     }
-    let (initrd, modules) = initramfs_bytes(cfg, &kernel, &mut inputs)?;
+    let mut components = Vec::new();
+    let (initrd, modules) = initramfs_bytes(cfg, &kernel, &mut inputs, &mut components)?;
     let linux = fs::read(&kernel.vmlinuz).map_err(io_err("read", &kernel.vmlinuz))?;
     let osrel = os_release();
     let uki = pe::add_sections(
@@ -441,11 +458,19 @@ pub fn build(cfg: &BuildConfig) -> Result<BuildOutput, BuildError> {
         source_date_epoch: cfg.source_date_epoch,
         kubernetes: cfg.kubernetes.clone(),
         kubernetes_note: match &cfg.kubernetes {
-            Some(v) => format!("Kubernetes {v} binaries included"),
+            Some(v) => format!(
+                "Kubernetes {v} included: {}",
+                components
+                    .iter()
+                    .map(|c| format!("{} {}", c.name, c.version))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             None => "no Kubernetes: this image boots a cluster without Kubernetes \
                      (build with --kubernetes VERSION to include it)"
                 .into(),
         },
+        kubernetes_components: components,
         inputs,
     };
     let uki_path = write("constellation.efi", &uki)?;

@@ -44,7 +44,8 @@ enum Cmd {
         /// Include the pinned Kubernetes binaries of this version.
         #[arg(long)]
         kubernetes: Option<String>,
-        /// Replace https://dl.k8s.io with this base URL.
+        /// Fetch the Kubernetes files from this mirror: `https://HOST/PATH` becomes
+        /// `<mirror>/HOST/PATH` (one mirror for dl.k8s.io and github.com).
         #[arg(long)]
         kubernetes_mirror: Option<String>,
         /// Adds a file to the initramfs, `<path in image>=<host file>` (repeatable). Changes

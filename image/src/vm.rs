@@ -213,6 +213,7 @@ pub struct GuestBuilder {
     extra_modules: Vec<String>,
     fw_cfg: Vec<(String, String)>,
     nics: Vec<Nic>,
+    extra_qemu_args: Vec<String>,
 }
 
 /// A NIC with a fixed MAC, for guests that configure their own network (the node image).
@@ -256,6 +257,7 @@ impl Guest {
             extra_modules: Vec::new(),
             fw_cfg: Vec::new(),
             nics: Vec::new(),
+            extra_qemu_args: Vec::new(),
         }
     }
 }
@@ -423,6 +425,18 @@ impl GuestBuilder {
     /// Guest RAM in MiB.
     pub fn memory_mib(mut self, mib: u32) -> Self {
         self.memory_mib = mib;
+        self
+    }
+
+    /// Further QEMU arguments appended to the command line (boot-time experiments, e.g.
+    /// `-machine smm=off`; later options override earlier ones).
+    pub fn qemu_args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.extra_qemu_args
+            .extend(args.into_iter().map(Into::into));
         self
     }
 
@@ -748,6 +762,7 @@ impl GuestBuilder {
             swtpm = Some(guard);
         }
 
+        cmd.args(&self.extra_qemu_args);
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(File::create(&stderr_path).map_err(io("create", &stderr_path))?);
@@ -797,6 +812,19 @@ pub fn manufacture_tpm(state: &Path, name: &str) -> Result<(), VmError> {
     Ok(())
 }
 
+/// utime + stime of a `/proc/<pid>/stat` line in seconds. The fields after the command name
+/// (which may contain spaces, hence the last `)`) start with the state (field 3); utime and
+/// stime are fields 14 and 15, in USER_HZ ticks, which Linux fixes at 100 for this interface.
+fn parse_cpu_seconds(stat: &str) -> Option<f64> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = f.get(11)?.parse().ok()?;
+    let stime: u64 = f.get(12)?.parse().ok()?;
+    // Tick counts stay far below 2^52, so the conversion is exact.
+    #[allow(clippy::cast_precision_loss)]
+    Some((utime + stime) as f64 / 100.0)
+}
+
 /// Kills and reaps the child when dropped.
 #[derive(Debug)]
 struct ChildGuard(Option<Child>);
@@ -828,6 +856,15 @@ impl RunningGuest {
     /// The serial console written so far.
     pub fn serial_so_far(&self) -> String {
         String::from_utf8_lossy(&fs::read(&self.serial).unwrap_or_default()).into_owned()
+    }
+
+    /// CPU time QEMU has used so far (user + system, all threads), in seconds; `None` once it
+    /// has exited. Unlike wall time this barely depends on what else the host runs, so boot
+    /// stages can be compared on a busy machine.
+    pub fn qemu_cpu_seconds(&self) -> Option<f64> {
+        let pid = self.qemu.0.as_ref()?.id();
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        parse_cpu_seconds(&stat)
     }
 
     /// Whether QEMU has exited.
@@ -942,6 +979,14 @@ mod tests {
     fn exit_marker() {
         assert_eq!(parse_exit("x\nCONSTELLATION-GUEST-EXIT=3\r\n"), Some(3));
         assert_eq!(parse_exit("no marker"), None);
+    }
+
+    #[test]
+    fn proc_stat_cpu_time() {
+        let stat = "1234 (qemu-system-x86) S 1 2 3 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 3 0";
+        assert_eq!(parse_cpu_seconds(stat), Some(3.25));
+        assert_eq!(parse_cpu_seconds("1 (a) b) S 1"), None);
+        assert_eq!(parse_cpu_seconds(""), None);
     }
 
     #[test]

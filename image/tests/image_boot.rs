@@ -84,13 +84,14 @@ fn kubernetes_flavour_fails_clearly_when_download_site_is_unreachable() {
     let out = tempfile::tempdir().unwrap();
     let mut cfg = BuildConfig::new(INIT.into(), INIT.into(), out.path().to_path_buf());
     cfg.kubernetes = Some("1.33.7".into());
-    // A closed port on loopback stands in for the unreachable dl.k8s.io.
+    // A closed port on loopback stands in for the unreachable download sites.
     cfg.kubernetes_mirror = Some("http://127.0.0.1:9".into());
     let err = build(&cfg).unwrap_err().to_string();
     assert!(
-        err.contains("cannot fetch kubeadm for Kubernetes 1.33.7"),
+        err.contains("cannot fetch kubeadm (kubeadm 1.33.7) for Kubernetes 1.33.7"),
         "{err}"
     );
+    assert!(err.contains("http://127.0.0.1:9/dl.k8s.io/"), "{err}");
     assert!(err.contains("place the file"), "{err}");
 }
 

@@ -82,6 +82,8 @@ fn main() {
         "tmpfs",
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
     );
+    // Marks the end of the kernel's own boot for the boot-time bench (image/benches).
+    println!("init: loading modules");
     load_modules();
 
     let cmdline = fs::read_to_string("/proc/cmdline").unwrap_or_default();
