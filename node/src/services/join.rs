@@ -214,6 +214,7 @@ impl JoinService for JoinServer {
                 tracing::info!(node = %req.node_name, control_plane = req.is_control_plane, "join ticket issued");
                 self.ctx.metrics.join("accepted", "");
                 self.ctx.persist_cluster();
+                self.ctx.refresh_mesh();
                 Ok(Response::new(t))
             }
             Err(s) => {

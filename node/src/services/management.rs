@@ -110,6 +110,7 @@ impl ManagementService for ManagementServer {
             }
         }
         self.ctx.persist_cluster();
+        self.ctx.refresh_mesh();
         tracing::info!(node = %name, "node removed");
         Ok(Response::new(RemoveNodeResponse {}))
     }

@@ -159,6 +159,7 @@ pub fn merge_into(ctx: &NodeContext, list: &MemberList, from: &str) -> Result<bo
     if changed {
         tracing::info!(from, "member list updated from another control plane");
         ctx.persist_cluster();
+        ctx.refresh_mesh();
     }
     Ok(changed)
 }

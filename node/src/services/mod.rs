@@ -113,6 +113,25 @@ impl NodeContext {
         })
     }
 
+    /// Control planes: the WireGuard peers follow the member list (joins through any control
+    /// plane, replicated lists, removals), so every member reaches every control plane through
+    /// the mesh. A joiner gets the then-current members as peers in its ticket; without this
+    /// the control planes would never learn the joiner's key and the tunnel would stay down.
+    pub fn refresh_mesh(&self) {
+        if self.info.role != crate::metadata::Role::ControlPlane {
+            return;
+        }
+        let plan = {
+            let c = self.cluster.lock().unwrap_or_else(|e| e.into_inner());
+            mesh_for(&c, &self.info.name)
+        };
+        if let Some((own, peers)) = plan
+            && let Err(e) = init::apply_network(self, peers, &own)
+        {
+            tracing::warn!(error = %e, "updating the WireGuard peers failed");
+        }
+    }
+
     /// Persists the cluster state (control planes) on the state disk.
     pub fn persist_cluster(&self) {
         let dir = self
@@ -183,6 +202,40 @@ pub async fn blocking<T: Send + 'static>(
         .map_err(|e| Status::internal(format!("background task failed: {e}")))
 }
 
+/// This member's mesh address and its WireGuard peers (every other member with a key), or
+/// None when `own` is not a member with a mesh address.
+pub fn mesh_for(
+    cluster: &ClusterState,
+    own: &str,
+) -> Option<(String, Vec<crate::netcrypt::PeerConfig>)> {
+    let address = cluster
+        .members
+        .get(own)
+        .map(|m| m.wireguard_address.clone())
+        .filter(|a| !a.is_empty())?;
+    let peers = cluster
+        .members
+        .iter()
+        .filter(|(name, _)| name.as_str() != own)
+        .filter_map(|(_, m)| {
+            let key: [u8; 32] = hex::decode(&m.wireguard_public_key).ok()?.try_into().ok()?;
+            Some(crate::netcrypt::PeerConfig {
+                public_key: crate::netcrypt::WgPublicKey(key),
+                endpoint: format!("{}:51820", m.private_ip).parse().ok(),
+                allowed_ips: m
+                    .wireguard_address
+                    .replace("/16", "/32")
+                    .parse()
+                    .ok()
+                    .into_iter()
+                    .collect(),
+                persistent_keepalive: None,
+            })
+        })
+        .collect();
+    Some((address, peers))
+}
+
 /// The node's WireGuard mesh address: 10.99.x.y/16 from the last two octets of its IPv4
 /// private address (so control planes need not coordinate allocations).
 pub fn mesh_address(private_ip: &str) -> String {
@@ -192,5 +245,67 @@ pub fn mesh_address(private_ip: &str) -> String {
             format!("10.99.{}.{}/16", o[2], o[3])
         }
         _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metadata::Role;
+    use crate::state::Member;
+
+    fn member(ip: &str, key: u8) -> Member {
+        Member {
+            role: Role::Worker,
+            image_version: "v".into(),
+            attestation_summary: String::new(),
+            joined_at: String::new(),
+            private_ip: ip.into(),
+            disk_uuid: String::new(),
+            wireguard_public_key: if key == 0 {
+                String::new()
+            } else {
+                hex::encode([key; 32])
+            },
+            wireguard_address: mesh_address(ip),
+        }
+    }
+
+    #[test]
+    fn control_plane_mesh_follows_every_member() {
+        let mut c = ClusterState::default();
+        c.members.insert("cp-0".into(), member("10.42.0.10", 1));
+        c.members.insert("w-0".into(), member("10.42.0.100", 2));
+        c.members.insert("w-1".into(), member("10.42.0.101", 3));
+        c.members.insert("w-nokey".into(), member("10.42.0.102", 0));
+        let (own, peers) = mesh_for(&c, "cp-0").unwrap();
+        assert_eq!(own, "10.99.0.10/16");
+        // Every other member with a key, routed by its /32 mesh address, at its private IP.
+        let mut got: Vec<(String, String)> = peers
+            .iter()
+            .map(|p| {
+                (
+                    p.endpoint.unwrap().to_string(),
+                    format!("{}/{}", p.allowed_ips[0].addr, p.allowed_ips[0].prefix),
+                )
+            })
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                (
+                    "10.42.0.100:51820".to_string(),
+                    "10.99.0.100/32".to_string()
+                ),
+                (
+                    "10.42.0.101:51820".to_string(),
+                    "10.99.0.101/32".to_string()
+                ),
+            ]
+        );
+        assert_eq!(peers[0].public_key.0, [2; 32]);
+        // A name that is not a member gets nothing (no interface to configure).
+        assert!(mesh_for(&c, "stranger").is_none());
     }
 }
