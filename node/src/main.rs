@@ -71,6 +71,9 @@ struct Args {
     /// Seconds the join client keeps trying.
     #[arg(long, default_value_t = 600)]
     join_deadline_secs: u64,
+    /// Seconds between a worker's requests for the current WireGuard peers.
+    #[arg(long, env = "CONSTELLATION_PEER_REFRESH_SECS", default_value_t = 30)]
+    peer_refresh_secs: u64,
     /// Init port.
     #[arg(long, default_value_t = constellation_node_api::ports::INIT)]
     port_init: u16,
@@ -197,6 +200,7 @@ async fn run(args: Args, logs: constellation_node::logging::LogRing) -> anyhow::
             metrics: args.port_metrics,
         },
         join_deadline: Duration::from_secs(args.join_deadline_secs),
+        peer_refresh: Duration::from_secs(args.peer_refresh_secs.max(1)),
     };
     bootstrap::run(ctx, cfg, platform.transport.clone()).await?;
     Ok(())

@@ -43,6 +43,8 @@ pub struct Metrics {
     pub disk_unlocked: Gauge,
     /// 1 once this node is initialised or joined.
     pub bootstrapped: Gauge,
+    /// WireGuard peers currently configured.
+    pub wireguard_peers: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -97,6 +99,12 @@ impl Metrics {
             "1 once initialised or joined",
             bootstrapped.clone(),
         );
+        let wireguard_peers = Gauge::default();
+        registry.register(
+            "wireguard_peers",
+            "WireGuard peers currently configured",
+            wireguard_peers.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             joins,
@@ -105,6 +113,7 @@ impl Metrics {
             verifications,
             disk_unlocked,
             bootstrapped,
+            wireguard_peers,
         }
     }
 

@@ -151,6 +151,7 @@ impl Node {
             .arg("--image-version")
             .arg("host-test")
             .env("RUST_LOG", "info")
+            .env("CONSTELLATION_PEER_REFRESH_SECS", "1")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -190,6 +191,20 @@ impl Node {
         self.metrics()
             .lines()
             .any(|l| l.trim() == "constellation_node_bootstrapped 1")
+    }
+
+    /// Waits until the node's metrics show `line` (e.g. a gauge value).
+    fn wait_metric(&self, line: &str) {
+        let t0 = Instant::now();
+        while !self.metrics().lines().any(|l| l.trim() == line) {
+            assert!(
+                t0.elapsed() < WAIT,
+                "{}: no metric line {line:?}; metrics:\n{}",
+                self.name,
+                self.metrics()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     fn wait_bootstrapped(&self) {
@@ -595,6 +610,12 @@ async fn run() {
             .iter()
             .any(|n| n.name == "w-2" && n.attestation_summary.starts_with("variant=qemu-vtpm"))
     );
+    // WireGuard peers follow the members everywhere: w-1 joined when cp-0 was the only member
+    // and learns cp-1 and w-2 (which joined later, w-2 through cp-1) by polling GetPeers; the
+    // control planes update theirs from the (replicated) member list.
+    for n in [&w1, &w2, &cp0, &cp1] {
+        n.wait_metric("constellation_node_wireguard_peers 3");
+    }
     // The tampered node's refusal is reported through the API, naming PCR 4, with the same
     // text as the log line.
     let refusal = st
@@ -647,6 +668,10 @@ async fn run() {
         .unwrap();
     wait_members(&cp1, &ok, &["cp-0", "cp-1", "w-1"]).await;
     w2.stop();
+    // A removed node is nobody's peer any more.
+    for n in [&w1, &cp0, &cp1] {
+        n.wait_metric("constellation_node_wireguard_peers 2");
+    }
 
     // Rejoin after restart: same swtpm (PCR 15 set), same disk → same key unlocks it.
     w1.stop();

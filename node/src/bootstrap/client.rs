@@ -6,8 +6,7 @@ use std::time::{Duration, Instant};
 use constellation_node_api::limits::MAX_MESSAGE_BYTES;
 use constellation_node_api::v1::join_service_client::JoinServiceClient;
 use constellation_node_api::v1::{
-    ControlPlaneMaterial, IssueJoinTicketRequest, IssueJoinTicketResponse,
-    IssueRejoinTicketRequest, KubernetesJoin,
+    ControlPlaneMaterial, IssueJoinTicketRequest, IssueRejoinTicketRequest, KubernetesJoin,
 };
 
 use super::Transport;
@@ -86,9 +85,8 @@ where
     }
 }
 
-fn peers_of(ticket: &IssueJoinTicketResponse) -> Vec<PeerConfig> {
-    ticket
-        .peers
+fn peers_of(peers: &[constellation_node_api::v1::WireGuardPeer]) -> Vec<PeerConfig> {
+    peers
         .iter()
         .filter_map(|p| {
             let key: [u8; 32] = p.public_key.as_slice().try_into().ok()?;
@@ -104,6 +102,48 @@ fn peers_of(ticket: &IssueJoinTicketResponse) -> Vec<PeerConfig> {
             })
         })
         .collect()
+}
+
+/// Workers: every `every`, asks a control plane (aTLS, this node attests) for the current
+/// peers and applies them, so members that joined after this node become WireGuard peers
+/// (control planes keep theirs in step with the member list themselves). Runs until the node
+/// stops; failures are logged and retried at the next round.
+pub async fn peer_refresh_loop(
+    ctx: Arc<NodeContext>,
+    transport: Arc<dyn Transport>,
+    every: Duration,
+) {
+    let own = crate::services::mesh_address(&ctx.info.private_ip.to_string());
+    loop {
+        tokio::time::sleep(every).await;
+        let mut last = String::from("no join endpoint in the metadata");
+        let mut done = false;
+        for ep in endpoints(&ctx) {
+            let r = async {
+                let mut c = client(&transport, &ep).await?;
+                c.get_peers(constellation_node_api::v1::GetPeersRequest {
+                    node_name: ctx.info.name.clone(),
+                })
+                .await
+                .map(tonic::Response::into_inner)
+                .map_err(|s| format!("GetPeers ({:?}): {}", s.code(), s.message()))
+            }
+            .await;
+            match r {
+                Ok(resp) => {
+                    if let Err(e) = apply_network(&ctx, peers_of(&resp.peers), &own) {
+                        tracing::warn!(error = %e, "applying the WireGuard peers failed");
+                    }
+                    done = true;
+                    break;
+                }
+                Err(e) => last = format!("{ep}: {e}"),
+            }
+        }
+        if !done {
+            tracing::warn!(error = %last, "refreshing the WireGuard peers failed; retrying later");
+        }
+    }
 }
 
 /// Fresh node: asks the join endpoints for a ticket until it gets one, Init wins, or the
@@ -177,7 +217,7 @@ async fn try_join(
     };
     let key = Secret::from_slice(&ticket.state_disk_key);
     setup_disk(ctx, &key, true, &state).await?;
-    apply_network(ctx, peers_of(&ticket), &ticket.wireguard_address)?;
+    apply_network(ctx, peers_of(&ticket.peers), &ticket.wireguard_address)?;
     if let Some(cp) = &ticket.control_plane
         && !cp.attestation_config_json.is_empty()
     {

@@ -58,6 +58,8 @@ pub struct Config {
     pub ports: Ports,
     /// How long the join client keeps trying before giving up.
     pub join_deadline: Duration,
+    /// How often workers ask a control plane for the current WireGuard peers.
+    pub peer_refresh: Duration,
 }
 
 use std::sync::Arc;
@@ -146,6 +148,7 @@ pub async fn run(
     });
     let mgmt_ctx = ctx.clone();
     let mgmt_cfg = cfg.clone();
+    let t = transport.clone();
     tasks.spawn(async move {
         let mut rx = mgmt_ctx.phase.subscribe();
         // The sender lives in the context, so waiting cannot fail while the node runs.
@@ -160,6 +163,7 @@ pub async fn run(
                 .await
                 .map_err(RunError::from)
         } else {
+            client::peer_refresh_loop(mgmt_ctx, t, mgmt_cfg.peer_refresh).await;
             std::future::pending::<Result<(), RunError>>().await
         }
     });

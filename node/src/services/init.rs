@@ -466,7 +466,12 @@ pub fn apply_network(
         address,
         peers,
     };
-    ctx.net.apply(&cfg).map_err(|e| e.to_string())
+    let n = cfg.peers.len();
+    ctx.net.apply(&cfg).map_err(|e| e.to_string())?;
+    ctx.metrics
+        .wireguard_peers
+        .set(i64::try_from(n).unwrap_or(i64::MAX));
+    Ok(())
 }
 
 #[cfg(test)]

@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use constellation_node_api::v1::join_service_server::JoinService;
 use constellation_node_api::v1::{
-    ControlPlaneMaterial, IssueJoinTicketRequest, IssueJoinTicketResponse,
-    IssueRejoinTicketRequest, IssueRejoinTicketResponse, KubernetesJoin, WireGuardPeer,
+    ControlPlaneMaterial, GetPeersRequest, GetPeersResponse, IssueJoinTicketRequest,
+    IssueJoinTicketResponse, IssueRejoinTicketRequest, IssueRejoinTicketResponse, KubernetesJoin,
+    WireGuardPeer,
 };
 use tonic::{Request, Response, Status};
 
@@ -105,6 +106,21 @@ fn check_uuid(uuid: &str) -> Result<String, Status> {
     Ok(lower)
 }
 
+/// Every member but `except` that has a WireGuard key, as the join API sends peers.
+fn wire_peers(cluster: &crate::state::ClusterState, except: &str) -> Vec<WireGuardPeer> {
+    cluster
+        .members
+        .iter()
+        .filter(|(name, m)| name.as_str() != except && !m.wireguard_public_key.is_empty())
+        .map(|(name, m)| WireGuardPeer {
+            node_name: name.clone(),
+            public_key: hex::decode(&m.wireguard_public_key).unwrap_or_default(),
+            endpoint: format!("{}:51820", m.private_ip),
+            allowed_ips: vec![m.wireguard_address.replace("/16", "/32")],
+        })
+        .collect()
+}
+
 /// Builds the ticket for a validated request (exposed for benchmarks).
 pub fn issue_ticket(
     ctx: &NodeContext,
@@ -140,17 +156,7 @@ pub fn issue_ticket(
             req.node_name
         )));
     }
-    let peers = cluster
-        .members
-        .iter()
-        .filter(|(name, m)| *name != &req.node_name && !m.wireguard_public_key.is_empty())
-        .map(|(name, m)| WireGuardPeer {
-            node_name: name.clone(),
-            public_key: hex::decode(&m.wireguard_public_key).unwrap_or_default(),
-            endpoint: format!("{}:51820", m.private_ip),
-            allowed_ips: vec![m.wireguard_address.replace("/16", "/32")],
-        })
-        .collect();
+    let peers = wire_peers(&cluster, &req.node_name);
     cluster.members.insert(
         req.node_name.clone(),
         Member {
@@ -285,6 +291,37 @@ impl JoinService for JoinServer {
             measurement_secret: secrets.measurement_secret.expose().to_vec(),
             control_plane,
             measurement_salt: secrets.measurement_salt.clone(),
+        }))
+    }
+
+    async fn get_peers(
+        &self,
+        request: Request<GetPeersRequest>,
+    ) -> Result<Response<GetPeersResponse>, Status> {
+        if peer_claims(&request).is_none() {
+            return Err(self.refuse(
+                "unauthenticated",
+                Status::unauthenticated("peers require an attested (aTLS) client"),
+            ));
+        }
+        let req = request.into_inner();
+        check_name(&req.node_name).map_err(|s| self.refuse("invalid-request", s))?;
+        self.ctx.secrets()?;
+        let c = self.ctx.cluster.lock().unwrap_or_else(|e| e.into_inner());
+        if c.removed.iter().any(|n| n == &req.node_name) {
+            return Err(Status::permission_denied(format!(
+                "node {} was removed",
+                req.node_name
+            )));
+        }
+        if !c.members.contains_key(&req.node_name) {
+            return Err(Status::not_found(format!(
+                "node {} is not a member",
+                req.node_name
+            )));
+        }
+        Ok(Response::new(GetPeersResponse {
+            peers: wire_peers(&c, &req.node_name),
         }))
     }
 }
