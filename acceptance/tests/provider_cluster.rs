@@ -578,6 +578,9 @@ fn tampered_first_control_plane_never_gets_init() {
 /// removed again, the cluster untouched; with the new image's measurements every node is
 /// replaced, the cluster keeps its ID and verifies against the new measurements.
 ///
+/// Then `control_plane_count` 1 → 2 → 1 in place: the new control plane joins and serves, the
+/// newest goes again.
+///
 /// The second image is the test's "tampered" build (one extra initramfs file) with its own
 /// `measurements.json`: a different, honestly measured image, exactly what an upgrade is.
 #[test]
@@ -650,6 +653,37 @@ fn rolling_image_upgrade() {
     for old in ["acc-cp-0", "acc-worker-0"] {
         assert!(!work.join(old).exists(), "{old} is gone");
     }
+    let plan = must(ws.plan().unwrap());
+    assert!(plan.no_changes(), "{}", plan.stdout);
+
+    // Control planes scale in place too: a second one joins (and serves), then the newest goes.
+    let two = Cluster {
+        control_planes: 2,
+        ..cluster
+    };
+    ws.write("main.tf", &two.hcl(&img2)).unwrap();
+    let plan = must(ws.plan().unwrap());
+    assert_eq!(
+        plan.change_summary().unwrap()["remove"],
+        0,
+        "{}",
+        plan.stdout
+    );
+    must(ws.apply().unwrap());
+    let n = nodes(&ws);
+    assert_eq!(names(&n), ["acc-cp-2", "acc-worker-1", "acc-cp-3"]);
+    for node in &n {
+        assert_eq!(node["joined"], true, "{node}");
+    }
+    let one = Cluster {
+        control_planes: 1,
+        ..two
+    };
+    ws.write("main.tf", &one.hcl(&img2)).unwrap();
+    must(ws.apply().unwrap());
+    assert_eq!(names(&nodes(&ws)), ["acc-cp-2", "acc-worker-1"]);
+    assert!(!work.join("acc-cp-3").exists());
+    assert_eq!(ws.outputs().unwrap()["verified"]["value"], true);
     let plan = must(ws.plan().unwrap());
     assert!(plan.no_changes(), "{}", plan.stdout);
     must(ws.destroy().unwrap());

@@ -9,7 +9,6 @@
 //! configuration and the nodes.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -372,7 +371,9 @@ impl ClusterResource {
                     "Cluster name: lowercase letters, digits, dashes (≤ 30). Changing it replaces the cluster.",
                 ))
                 .attribute(Attribute::optional("control_plane_count", Type::Number).description(
-                    "Control planes (default 1, at most 9). Changing it replaces the cluster.",
+                    "Control planes (default 1, at most 9). Scales in place: new control planes \
+                     join one at a time (attested, served before the next step); removing takes \
+                     the newest first.",
                 ))
                 .attribute(Attribute::optional("worker_count", Type::Number).description(
                     "Workers (default 1, 0 to 100). Changed in place.",
@@ -911,6 +912,89 @@ impl ClusterResource {
             .map_err(|e| err("Recording the cluster failed", e))
     }
 
+    /// Adds one node of `role` on the configured image and waits until it is a member (and,
+    /// for a control plane, serves its management API: a member is listed when its ticket is
+    /// issued, but serves only after it set up its disk). A node that does not get there is
+    /// removed again; `why` heads the error.
+    async fn add_member(
+        ctx: &Context,
+        record: &mut ClusterRecord,
+        cfg: &ClusterConfig,
+        owner: &OwnerCredential,
+        role: Role,
+        why: &str,
+        deadline: Instant,
+    ) -> Result<NodeRecord, Diagnostics> {
+        let i = match role {
+            Role::ControlPlane => {
+                record.next_control_plane += 1;
+                record.next_control_plane - 1
+            }
+            Role::Worker => {
+                record.next_worker += 1;
+                record.next_worker - 1
+            }
+        };
+        let join = Self::join_endpoints(record);
+        let spec = Self::node_spec(cfg, role, i, &join, None, record)?;
+        Self::add_node(record, &spec).await?;
+        let node = record
+            .nodes
+            .iter()
+            .find(|n| n.name == spec.name)
+            .cloned()
+            .ok_or_else(|| {
+                err(
+                    "Recording the cluster failed",
+                    "the new node is not recorded",
+                )
+            })?;
+        let mut joined = Self::wait_joined(ctx, record, owner, deadline)
+            .await
+            .map(|_| ());
+        if joined.is_ok()
+            && let Some(addr) = node.endpoints.management
+        {
+            loop {
+                let last = match node_client::status(addr, owner).await {
+                    Ok(_) => break,
+                    Err(e) => e.to_string(),
+                };
+                if Instant::now() >= deadline {
+                    joined = Err(err(
+                        "Control plane not serving",
+                        format!(
+                            "{} joined but its management API did not answer before the \
+                             timeout ({last}).",
+                            spec.name
+                        ),
+                    ));
+                    break;
+                }
+                pause(
+                    ctx,
+                    deadline,
+                    "waiting for the new control plane's management API",
+                )
+                .await?;
+            }
+        }
+        if let Err(mut d) = joined {
+            if let Err(e) = Self::retire_node(record, owner, &node).await {
+                d.extend(e);
+            }
+            d.error(
+                why,
+                format!(
+                    "{} (image {}) was removed again; the cluster runs as before.",
+                    spec.name, spec.image
+                ),
+            );
+            return Err(d);
+        }
+        Ok(node)
+    }
+
     /// One step of a rolling upgrade: a node on the configured image joins first (attested
     /// against the current attestation config), then `old` is retired. If the new node does
     /// not join, it is removed again and `old` keeps running, so the cluster never has fewer
@@ -923,69 +1007,30 @@ impl ClusterResource {
         old: &NodeRecord,
         deadline: Instant,
     ) -> Result<(), Diagnostics> {
-        let i = match old.role {
-            Role::ControlPlane => {
-                record.next_control_plane += 1;
-                record.next_control_plane - 1
-            }
-            Role::Worker => {
-                record.next_worker += 1;
-                record.next_worker - 1
-            }
-        };
-        let join = Self::join_endpoints(record);
-        let spec = Self::node_spec(cfg, old.role, i, &join, None, record)?;
-        tracing::info!(old = %old.name, new = %spec.name, image = %spec.image, "rolling upgrade: replacing node");
-        Self::add_node(record, &spec).await?;
-        if let Err(mut d) = Self::wait_joined(ctx, record, owner, deadline).await {
-            if let Some(n) = record.nodes.iter().find(|n| n.name == spec.name).cloned()
-                && let Err(e) = Self::retire_node(record, owner, &n).await
-            {
-                d.extend(e);
-            }
+        tracing::info!(old = %old.name, image = %record.image_reference, "rolling upgrade: replacing node");
+        let new = Self::add_member(
+            ctx,
+            record,
+            cfg,
+            owner,
+            old.role,
+            "Rolling upgrade stopped",
+            deadline,
+        )
+        .await
+        .map_err(|mut d| {
             d.error(
-                "Rolling upgrade stopped",
+                "Previous node kept",
                 format!(
-                    "{} (image {}) did not join, so {} was kept and the cluster runs as before; \
-                     nodes still on the previous image are replaced when you apply again.",
-                    spec.name, spec.image, old.name
+                    "{} was kept; nodes still on the previous image are replaced when you \
+                     apply again.",
+                    old.name
                 ),
             );
-            return Err(d);
-        }
-        // A control plane is listed as a member when its ticket is issued, but serves only
-        // after it set up its disk; the old one goes once the new one answers.
-        if let Some(addr) = record
-            .nodes
-            .iter()
-            .find(|n| n.name == spec.name)
-            .and_then(|n| n.endpoints.management)
-        {
-            loop {
-                let last = match node_client::status(addr, owner).await {
-                    Ok(_) => break,
-                    Err(e) => e.to_string(),
-                };
-                if Instant::now() >= deadline {
-                    return Err(err(
-                        "Rolling upgrade stopped",
-                        format!(
-                            "{} joined but its management API did not answer before the \
-                             timeout ({last}); {} was kept. Apply again to continue.",
-                            spec.name, old.name
-                        ),
-                    ));
-                }
-                pause(
-                    ctx,
-                    deadline,
-                    "waiting for the new control plane's management API",
-                )
-                .await?;
-            }
-        }
+            d
+        })?;
         Self::retire_node(record, owner, old).await?;
-        tracing::info!(old = %old.name, new = %spec.name, "rolling upgrade: node replaced");
+        tracing::info!(old = %old.name, new = %new.name, "rolling upgrade: node replaced");
         Ok(())
     }
 
@@ -1051,22 +1096,48 @@ impl ClusterResource {
             }
         }
 
-        // Workers: drop the ones whose VM is gone, then scale to the wanted count.
+        // Nodes whose VM is gone are removed (and replaced below by scaling), as long as a
+        // control plane is left to tell the others.
         let cloud = record.cloud();
-        let mut alive = Vec::new();
-        for n in record.nodes.clone() {
-            if n.role == Role::Worker && cloud.machine_state(&n).await == MachineState::Gone {
-                tracing::warn!(node = %n.name, "worker VM is gone; removing it");
-                let _ = node_client::remove_node(first_mgmt(&record)?, &owner, &n.name).await;
-                cloud
-                    .delete_node(&n)
-                    .await
-                    .map_err(|e| err("Removing a node failed", e.to_string()))?;
-            } else {
-                alive.push(n);
+        let mut gone = Vec::new();
+        for n in &record.nodes {
+            if cloud.machine_state(n).await == MachineState::Gone {
+                gone.push(n.clone());
             }
         }
-        record.nodes = alive;
+        if !gone.is_empty()
+            && record
+                .control_planes()
+                .all(|c| gone.iter().any(|g| g.name == c.name))
+        {
+            return Err(err(
+                "No control plane is running",
+                "Every control plane's VM is gone, so no node can join or be changed. Recover \
+                 the cluster (docs/guides/local-cluster.md) or recreate it.",
+            ));
+        }
+        for n in &gone {
+            tracing::warn!(node = %n.name, role = n.role.as_str(), "node VM is gone; removing it");
+            cloud
+                .delete_node(n)
+                .await
+                .map_err(|e| err("Removing a node failed", e.to_string()))?;
+        }
+        record
+            .nodes
+            .retain(|n| !gone.iter().any(|g| g.name == n.name));
+        record
+            .save()
+            .map_err(|e| err("Recording the cluster failed", e))?;
+        for n in &gone {
+            for cp in record.control_planes() {
+                if let Some(addr) = cp.endpoints.management
+                    && let Err(e) = node_client::remove_node(addr, &owner, &n.name).await
+                {
+                    tracing::warn!(node = %n.name, control_plane = %cp.name, error = %e, "could not remove the dead node from the member list");
+                }
+            }
+        }
         record
             .save()
             .map_err(|e| err("Recording the cluster failed", e))?;
@@ -1102,8 +1173,37 @@ impl ClusterResource {
                 tracing::info!(node = %n.name, "worker removed");
             }
         }
+        // Control planes: surplus ones go (the newest first), missing ones join one at a time.
+        let cps: Vec<NodeRecord> = record.control_planes().cloned().collect();
+        let want_cps = cfg.control_plane_count as usize;
+        if cps.len() > want_cps {
+            let mut sorted = cps.clone();
+            sorted.sort_by_key(|n| {
+                (
+                    n.image == record.image_reference,
+                    std::cmp::Reverse(node_number(&n.name)),
+                )
+            });
+            for n in sorted.iter().take(cps.len() - want_cps) {
+                Self::retire_node(&mut record, &owner, n).await?;
+                tracing::info!(node = %n.name, "control plane removed");
+            }
+        }
         for old in record.outdated() {
             Self::replace_node(ctx, &mut record, &cfg, &owner, &old, deadline).await?;
+        }
+        while record.control_planes().count() < want_cps {
+            let n = Self::add_member(
+                ctx,
+                &mut record,
+                &cfg,
+                &owner,
+                Role::ControlPlane,
+                "Adding a control plane failed",
+                deadline,
+            )
+            .await?;
+            tracing::info!(node = %n.name, "control plane added");
         }
         let before: BTreeSet<String> = record.nodes.iter().map(|n| n.name.clone()).collect();
         let have = record
@@ -1235,18 +1335,6 @@ fn refusal_of(
     None
 }
 
-fn first_mgmt(record: &ClusterRecord) -> Result<SocketAddr, Diagnostics> {
-    record
-        .control_planes()
-        .find_map(|c| c.endpoints.management)
-        .ok_or_else(|| {
-            err(
-                "No control plane",
-                "The cluster has no reachable control plane.",
-            )
-        })
-}
-
 fn node_number(name: &str) -> u32 {
     name.rsplit('-')
         .next()
@@ -1291,7 +1379,6 @@ impl Resource for ClusterResource {
         [
             "name",
             "cloud",
-            "control_plane_count",
             "kubernetes_version",
             "network",
             "master_secret_wo_version",
@@ -1337,10 +1424,9 @@ impl Resource for ClusterResource {
             }
             plan.use_prior_if_unknown(&request.prior_state, &AttributePath::new(a));
         }
-        if !image_changed
-            && request.prior_state.get_attr("worker_count")
-                == request.proposed_new_state.get_attr("worker_count")
-        {
+        let same =
+            |a: &str| request.prior_state.get_attr(a) == request.proposed_new_state.get_attr(a);
+        if !image_changed && same("worker_count") && same("control_plane_count") {
             plan.use_prior_if_unknown(&request.prior_state, &AttributePath::new("nodes"));
         }
     }
@@ -1586,7 +1672,7 @@ mod tests {
     use super::*;
 
     fn node(name: &str, role: Role, ip: [u8; 4], image: &str) -> NodeRecord {
-        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let a: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
         NodeRecord {
             name: name.into(),
             role,
