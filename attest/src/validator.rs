@@ -238,6 +238,20 @@ pub enum ValidationError {
     },
 }
 
+impl ValidationError {
+    /// The variant-specific error of a [`ValidationError::Platform`] when it is a `T` (e.g.
+    /// `gcp::GcpAkError`), so callers can match on the typed reason; otherwise the error back.
+    pub fn into_platform_error<T: std::error::Error + 'static>(self) -> Result<T, Self> {
+        match self {
+            Self::Platform { variant, source } => match source.downcast::<T>() {
+                Ok(t) => Ok(*t),
+                Err(source) => Err(Self::Platform { variant, source }),
+            },
+            other => Err(other),
+        }
+    }
+}
+
 fn join(v: &[Mismatch]) -> String {
     v.iter()
         .map(ToString::to_string)

@@ -70,14 +70,10 @@ fn issue(issuer: &TpmIssuer) -> Vec<u8> {
     doc.to_bytes()
 }
 
+/// The typed platform reason of a rejection (panics, naming the error, if it is another).
 fn platform_err<T: std::error::Error + 'static>(e: ValidationError) -> T {
-    match e {
-        ValidationError::Platform { source, .. } => match source.downcast::<T>() {
-            Ok(t) => *t,
-            Err(other) => panic!("unexpected platform error {other}"),
-        },
-        other => panic!("expected a platform error, got {other}"),
-    }
+    e.into_platform_error()
+        .unwrap_or_else(|e| panic!("expected a typed platform error, got {e}"))
 }
 
 fn rsa_modulus(tpm2b: &[u8]) -> Vec<u8> {

@@ -10,42 +10,6 @@ use constellation_attest::testing::Swtpm;
 use constellation_attest::tpm::issuer::{AZURE_HCL_REPORT_NV_INDEX, TpmIssuer, TpmIssuerConfig};
 use constellation_attest::validator::{InstanceInfoSource, IssueError, Issuer};
 use constellation_attest::{Variant, qemu_vtpm};
-use tss_esapi::Context;
-use tss_esapi::attributes::NvIndexAttributesBuilder;
-use tss_esapi::handles::NvIndexTpmHandle;
-use tss_esapi::interface_types::algorithm::HashingAlgorithm;
-use tss_esapi::interface_types::resource_handles::{NvAuth, Provision};
-use tss_esapi::interface_types::session_handles::AuthSession;
-use tss_esapi::structures::{MaxNvBuffer, NvPublicBuilder};
-
-/// Defines `index` with owner read/write and writes `data`, as the Azure host does.
-fn provision(tcti: &str, index: u32, data: &[u8]) {
-    let mut ctx = Context::new(tcti.parse().unwrap()).unwrap();
-    ctx.set_sessions((Some(AuthSession::Password), None, None));
-    let idx = NvIndexTpmHandle::new(index).unwrap();
-    let attrs = NvIndexAttributesBuilder::new()
-        .with_owner_write(true)
-        .with_owner_read(true)
-        .build()
-        .unwrap();
-    let public = NvPublicBuilder::new()
-        .with_nv_index(idx)
-        .with_index_name_algorithm(HashingAlgorithm::Sha256)
-        .with_index_attributes(attrs)
-        .with_data_area_size(data.len())
-        .build()
-        .unwrap();
-    let h = ctx.nv_define_space(Provision::Owner, None, public).unwrap();
-    for (i, chunk) in data.chunks(512).enumerate() {
-        ctx.nv_write(
-            NvAuth::Owner,
-            h,
-            MaxNvBuffer::try_from(chunk.to_vec()).unwrap(),
-            (i * 512) as u16,
-        )
-        .unwrap();
-    }
-}
 
 #[derive(Debug, Default)]
 struct Recorder(Mutex<Vec<([u8; 32], Vec<u8>)>>);
@@ -61,7 +25,8 @@ impl InstanceInfoSource for Recorder {
 fn nv_read_and_per_document_instance_info() {
     let tpm = Swtpm::start().expect("start swtpm (install swtpm: scripts/install-deps.sh)");
     let hcl: Vec<u8> = (0..1500u32).map(|i| (i % 251) as u8).collect();
-    provision(&tpm.tcti(), AZURE_HCL_REPORT_NV_INDEX, &hcl);
+    // As the Azure host does: owner read/write index holding the report.
+    tpm.define_nv(AZURE_HCL_REPORT_NV_INDEX, &hcl).unwrap();
 
     let rec = Arc::new(Recorder::default());
     let mut cfg = TpmIssuerConfig::new(tpm.tcti(), Variant::QemuVtpm);

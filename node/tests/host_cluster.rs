@@ -331,10 +331,10 @@ async fn init_client(node: &Node) -> InitServiceClient<tonic::transport::Channel
     InitServiceClient::new(ch)
 }
 
-#[test]
-fn host_cluster() {
+/// Runs `test` on a two-thread runtime, or skips it with a notice when swtpm is missing.
+fn with_swtpm<F: std::future::Future<Output = ()>>(name: &str, test: F) {
     if !have("swtpm") {
-        eprintln!("SKIPPED host_cluster: swtpm is not on PATH (run scripts/install-deps.sh)");
+        eprintln!("SKIPPED {name}: swtpm is not on PATH (run scripts/install-deps.sh)");
         return;
     }
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -343,7 +343,12 @@ fn host_cluster() {
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(run());
+    rt.block_on(test);
+}
+
+#[test]
+fn host_cluster() {
+    with_swtpm("host_cluster", run());
 }
 
 /// A management client with the owner credential from Init.
@@ -850,17 +855,7 @@ fn wait_file(node: &Node, path: &Path) {
 
 #[test]
 fn host_kubernetes_with_kubeadm_stand_in() {
-    if !have("swtpm") {
-        eprintln!("SKIPPED host_kubernetes: swtpm is not on PATH (run scripts/install-deps.sh)");
-        return;
-    }
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(run_kubernetes());
+    with_swtpm("host_kubernetes", run_kubernetes());
 }
 
 async fn run_kubernetes() {
