@@ -137,7 +137,9 @@ pub fn pcr5(disk: &[u8]) -> Option<[u8; 32]> {
     let start = usize::try_from(entries_lba.checked_mul(512)?).ok()?;
     let mut used = Vec::new();
     for i in 0..count.min(1024) {
-        let e = disk.get(start + i * size..start + (i + 1) * size)?;
+        // Header fields are untrusted: offsets may overflow, which means "no readable GPT".
+        let from = start.checked_add(i.checked_mul(size)?)?;
+        let e = disk.get(from..from.checked_add(size)?)?;
         if e.get(..16)?.iter().any(|b| *b != 0) {
             used.push(e);
         }
@@ -452,5 +454,20 @@ mod tests {
         extend(&mut want, &sha256(b".cmdline\0"));
         extend(&mut want, &sha256(b"console=ttyS0"));
         assert_eq!(pcr11(&a).unwrap(), want);
+    }
+
+    /// Fuzzer find (CI, session 4): GPT header fields whose entry offsets overflow `usize`.
+    #[test]
+    fn pcr5_with_overflowing_gpt_fields_is_none() {
+        let mut disk = vec![0u8; 2048];
+        disk[512..520].copy_from_slice(b"EFI PART");
+        let hdr = 512;
+        disk[hdr + 72..hdr + 80].copy_from_slice(&(u64::MAX / 512).to_le_bytes());
+        disk[hdr + 80..hdr + 84].copy_from_slice(&4u32.to_le_bytes());
+        disk[hdr + 84..hdr + 88].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(pcr5(&disk), None);
+        // The fuzzer's own input, kept as a seed of the `pe` target too.
+        let found = include_bytes!("../fuzz/seeds/pe/gpt-offset-overflow");
+        assert_eq!(pcr5(found), None);
     }
 }

@@ -94,6 +94,8 @@ const OPT_NUM_DIRS: usize = 108;
 const OPT_DIRS: usize = 112;
 const CERT_DIR_INDEX: usize = 4;
 const SECTION_HEADER_LEN: usize = 40;
+/// Largest zero-filled tail [`section_data`] materialises beyond a section's file data.
+const MAX_ZERO_FILL: usize = 1 << 20;
 
 /// Parses the headers of a PE32+ image. Never panics on malformed input.
 pub fn parse(b: &[u8]) -> Result<Headers, PeError> {
@@ -159,6 +161,19 @@ pub fn add_sections(stub: &[u8], new: &[(&str, &[u8])]) -> Result<Vec<u8>, PeErr
     let h = parse(stub)?;
     if h.cert_table.1 != 0 {
         return Err(PeError::Signed);
+    }
+    // The PE format allows FileAlignment 512..=64 KiB and SectionAlignment ≥ FileAlignment,
+    // both powers of two; anything else would make the padding below arbitrary (up to 4 GiB).
+    let fa_ok = h.file_alignment.is_power_of_two() && (512..=0x1_0000).contains(&h.file_alignment);
+    if !fa_ok {
+        return Err(PeError::Malformed(
+            "FileAlignment is not a power of two between 512 and 64 KiB",
+        ));
+    }
+    if !h.section_alignment.is_power_of_two() || h.section_alignment < h.file_alignment {
+        return Err(PeError::Malformed(
+            "SectionAlignment is not a power of two at least FileAlignment",
+        ));
     }
     let first_raw = h
         .sections
@@ -259,11 +274,17 @@ pub fn section_data(image: &[u8], name: &str) -> Result<Option<Vec<u8>>, PeError
     let raw = image
         .get(start..start + s.raw_size as usize)
         .ok_or(PeError::Malformed("section data outside the file"))?;
-    let mut v = raw
-        .get(..(s.virtual_size as usize).min(raw.len()))
-        .unwrap_or(raw)
-        .to_vec();
-    v.resize(s.virtual_size as usize, 0);
+    let size = s.virtual_size as usize;
+    // The header is untrusted: a 4 GiB VirtualSize must not become a 4 GiB allocation. The
+    // sections a UKI measures carry their data in the file, so a large zero-filled tail only
+    // occurs in crafted images.
+    if size.saturating_sub(raw.len()) > MAX_ZERO_FILL {
+        return Err(PeError::Malformed(
+            "section is larger in memory than in the file by more than 1 MiB",
+        ));
+    }
+    let mut v = raw.get(..size.min(raw.len())).unwrap_or(raw).to_vec();
+    v.resize(size, 0);
     Ok(Some(v))
 }
 
@@ -387,5 +408,36 @@ mod tests {
         let mut t = tiny_pe();
         t.truncate(0x90);
         assert!(parse(&t).is_err());
+    }
+
+    #[test]
+    fn huge_virtual_size_is_refused_not_allocated() {
+        let mut t = tiny_pe();
+        let sh = 0x84 + 20 + 240;
+        t[sh + 8..sh + 12].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(
+            section_data(&t, ".text"),
+            Err(PeError::Malformed(m)) if m.contains("larger in memory")
+        ));
+        // A small zero-filled tail is still mapped as the loader would.
+        t[sh + 8..sh + 12].copy_from_slice(&0x300u32.to_le_bytes());
+        let v = section_data(&t, ".text").unwrap().unwrap();
+        assert_eq!(v.len(), 0x300);
+        assert!(v[0x200..].iter().all(|b| *b == 0));
+    }
+
+    #[test]
+    fn odd_alignments_are_refused_before_padding() {
+        let opt = 0x84 + 20;
+        for (off, value, what) in [
+            (36, 0x8000_0000u32, "FileAlignment"),
+            (36, 0x300, "FileAlignment"),
+            (32, 0x100, "SectionAlignment"),
+        ] {
+            let mut t = tiny_pe();
+            t[opt + off..opt + off + 4].copy_from_slice(&value.to_le_bytes());
+            let err = add_sections(&t, &[(".osrel", b"ID=x\n")]).unwrap_err();
+            assert!(err.to_string().contains(what), "{err}");
+        }
     }
 }
