@@ -183,6 +183,7 @@ async fn run(args: Args, logs: constellation_node::logging::LogRing) -> anyhow::
         state_dir: Default::default(),
         bootstrap_lock: Default::default(),
         phase: tokio::sync::watch::channel(Phase::Fresh).0,
+        endpoints: constellation_node::services::endpoints::KnownEndpoints::new(args.port_join),
     });
     if let Some(cfg) = &args.attestation_config {
         ctx.apply_attestation_config(cfg)

@@ -61,6 +61,7 @@ fn luks2_state_disk_survives_reboot_and_refuses_wrong_key() {
         "luks2-format ok",
         "prepare-idempotent ok",
         "mount-write ok",
+        "endpoints-token-written ok",
         "rekey ok",
         "second-rekey-refused ok",
         "wrong-key-refused-while-open ok",
@@ -90,6 +91,7 @@ fn luks2_state_disk_survives_reboot_and_refuses_wrong_key() {
     let c = checks(&second);
     for want in [
         "locked-after-reboot ok",
+        "endpoints-readable-while-locked ok",
         "uuid-stable ok",
         "wrong-key-refused ok",
         "unlock-derived-key ok",

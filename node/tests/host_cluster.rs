@@ -207,6 +207,24 @@ impl Node {
         }
     }
 
+    /// Waits until the current log has a line containing every one of `parts`.
+    fn wait_log_line(&self, parts: &[&str]) {
+        let t0 = Instant::now();
+        while !self
+            .logs()
+            .lines()
+            .any(|l| parts.iter().all(|p| l.contains(p)))
+        {
+            assert!(
+                t0.elapsed() < WAIT,
+                "{}: no log line with {parts:?}; log:\n{}",
+                self.name,
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     fn wait_bootstrapped(&self) {
         let t0 = Instant::now();
         while !self.bootstrapped() {
@@ -678,14 +696,36 @@ async fn run() {
         n.wait_metric("constellation_node_wireguard_peers 2");
     }
 
-    // Rejoin after restart: same swtpm (PCR 15 set), same disk → same key unlocks it.
+    // Rejoin after restart: same swtpm (PCR 15 set), same disk → same key unlocks it. w-1's
+    // metadata names only cp-0, which is down now (as after a rolling upgrade): w-1 rejoins
+    // through cp-1, learned from its GetPeers polls and remembered in its disk header.
+    let cp1_ep = cp1.addr(constellation_node_api::ports::JOIN).to_string();
+    w1.wait_log_line(&["remembered the control-plane endpoints", &cp1_ep]);
+    cp0.stop();
     w1.stop();
     w1.start();
     w1.wait_bootstrapped();
-    assert!(w1.logs().contains("rejoined the cluster"), "{}", w1.logs());
+    w1.wait_log_line(&["rejoined the cluster", &cp1_ep]);
+    assert!(
+        w1.logs()
+            .contains("control-plane endpoints remembered from before the reboot"),
+        "{}",
+        w1.logs()
+    );
+    // Its WireGuard peers come back at once (first poll right after the rejoin), not only
+    // after the next refresh period.
+    w1.wait_metric("constellation_node_wireguard_peers 2");
 
-    // Recovery: cp-0 restarts with no join endpoint (as if every control plane went down);
-    // it waits; the owner pushes the master secret over aTLS (cp-0 attests).
+    // cp-0's metadata names no endpoint (it was the first node); it learned cp-1 from the
+    // member list and rejoins through it, with the current member list.
+    cp0.start();
+    cp0.wait_bootstrapped();
+    cp0.wait_log_line(&["rejoined the cluster", &cp1_ep]);
+    cp0.wait_metric("constellation_node_wireguard_peers 2");
+
+    // Recovery: every control plane is down; cp-0 restarts, finds nobody at the endpoint it
+    // remembered, and waits; the owner pushes the master secret over aTLS (cp-0 attests).
+    cp1.stop();
     cp0.stop();
     cp0.start();
     cp0.wait_port(constellation_node_api::ports::RECOVERY);

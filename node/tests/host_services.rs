@@ -98,6 +98,7 @@ fn node(dir: &std::path::Path, role: Role, with_hash: bool) -> Arc<NodeContext> 
         state_dir: Default::default(),
         bootstrap_lock: Default::default(),
         phase: tokio::sync::watch::channel(Phase::Fresh).0,
+        endpoints: Default::default(),
     };
     Arc::new(ctx)
 }

@@ -56,6 +56,8 @@ mod guest {
     /// The file written before the "reboot" and read back after it.
     const STATE_FILE: &str = "guest-test-state.txt";
 
+    const JOIN_ENDPOINTS: [&str; 2] = ["10.0.0.2:30090", "10.0.0.3:30090"];
+
     fn check(name: &str) {
         println!("GUEST-CHECK {name} ok");
     }
@@ -153,6 +155,16 @@ mod guest {
         drop(f);
         check("mount-write");
 
+        // Remembered join endpoints live in their own LUKS2 token, next to the
+        // initialisation token; rekeying must keep them.
+        ensure!(
+            disk.remembered_join_endpoints()?.is_empty(),
+            "a fresh disk remembers endpoints"
+        );
+        disk.remember_join_endpoints(&["10.0.0.9:30090".to_string()])?;
+        disk.remember_join_endpoints(&JOIN_ENDPOINTS.map(String::from))?;
+        check("endpoints-token-written");
+
         disk.rekey(&key).context("rekey")?;
         let info = disk.header_info()?;
         println!("GUEST-INFO header after rekey: {info:?}");
@@ -206,6 +218,12 @@ mod guest {
             "initialised disk: prepare gave {state:?}"
         );
         check("locked-after-reboot");
+        let remembered = disk.remembered_join_endpoints()?;
+        ensure!(
+            remembered == JOIN_ENDPOINTS,
+            "remembered endpoints while locked: {remembered:?}"
+        );
+        check("endpoints-readable-while-locked");
         let uuid = disk.uuid()?;
         ensure!(
             uuid == expected_uuid,

@@ -42,8 +42,8 @@ async fn client(
 }
 
 fn endpoints(ctx: &NodeContext) -> Vec<String> {
-    // The host's metadata may list new control planes over time; re-read each round.
-    ctx.info.join_endpoints.clone()
+    // Learned endpoints change while the node runs (polls, tickets); re-read each round.
+    ctx.join_endpoints()
 }
 
 async fn retry<F, Fut>(
@@ -114,8 +114,13 @@ pub async fn peer_refresh_loop(
     every: Duration,
 ) {
     let own = crate::services::mesh_address(&ctx.info.private_ip.to_string());
+    // The first poll runs at once: after a reboot (rejoin) the kernel has no peers at all.
+    let mut first = true;
     loop {
-        tokio::time::sleep(every).await;
+        if !first {
+            tokio::time::sleep(every).await;
+        }
+        first = false;
         let mut last = String::from("no join endpoint in the metadata");
         let mut done = false;
         for ep in endpoints(&ctx) {
@@ -131,6 +136,7 @@ pub async fn peer_refresh_loop(
             .await;
             match r {
                 Ok(resp) => {
+                    ctx.learn_endpoints(&resp.control_plane_endpoints);
                     if let Err(e) = apply_network(&ctx, peers_of(&resp.peers), &own) {
                         tracing::warn!(error = %e, "applying the WireGuard peers failed");
                     }
@@ -217,6 +223,7 @@ async fn try_join(
     };
     let key = Secret::from_slice(&ticket.state_disk_key);
     setup_disk(ctx, &key, true, &state).await?;
+    ctx.learn_endpoints(&ticket.control_plane_endpoints);
     apply_network(ctx, peers_of(&ticket.peers), &ticket.wireguard_address)?;
     if let Some(cp) = &ticket.control_plane
         && !cp.attestation_config_json.is_empty()
@@ -246,7 +253,7 @@ async fn try_join(
 /// A control-plane joiner starts from the issuing control plane's view: member list,
 /// Kubernetes settings and status. Invalid parts are logged and skipped (replication fills
 /// the member list later).
-fn adopt_cluster_view(ctx: &NodeContext, cp: &ControlPlaneMaterial) {
+fn adopt_cluster_view(ctx: &Arc<NodeContext>, cp: &ControlPlaneMaterial) {
     if let Some(list) = &cp.members
         && let Err(e) = crate::services::members::merge_into(ctx, list, "join ticket")
     {
@@ -391,6 +398,19 @@ async fn try_rejoin(
         *ctx.cluster.lock().unwrap_or_else(|e| e.into_inner()) = cs;
     }
     *ctx.state_dir.write().unwrap_or_else(|e| e.into_inner()) = Some(dir);
+    ctx.learn_endpoints(&ticket.control_plane_endpoints);
+    if let Some(list) = ticket
+        .control_plane
+        .as_ref()
+        .and_then(|cp| cp.members.as_ref())
+    {
+        // The stored list is as old as the reboot; the ticket's is current. The WireGuard
+        // peers are gone with the reboot: set them up again from the merged list.
+        if let Err(e) = crate::services::members::merge_into(ctx, list, "rejoin ticket") {
+            tracing::warn!(error = %e.message(), "the rejoin ticket's member list was rejected");
+        }
+        ctx.refresh_mesh();
+    }
     let master = match &ticket.control_plane {
         Some(cp) => {
             if !cp.attestation_config_json.is_empty() {

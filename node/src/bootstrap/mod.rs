@@ -119,6 +119,21 @@ pub async fn run(
         "boot state determined"
     );
     ctx.phase.send_replace(phase);
+    // Control planes learned before the reboot (the header is readable while locked).
+    let disk = ctx.disk.clone();
+    match blocking(move || disk.remembered_join_endpoints()).await {
+        Ok(Ok(list)) if !list.is_empty() => {
+            ctx.endpoints.replace(&list, &ctx.own_join_endpoint());
+            tracing::info!(endpoints = ?ctx.endpoints.learned(), "control-plane endpoints remembered from before the reboot");
+        }
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "reading the remembered control-plane endpoints failed; using the metadata's only")
+        }
+        Err(e) => {
+            tracing::warn!(error = %e.message(), "reading the remembered control-plane endpoints failed")
+        }
+    }
 
     let mut tasks = tokio::task::JoinSet::new();
     {
@@ -131,7 +146,7 @@ pub async fn run(
     let deadline = cfg.join_deadline;
     let t = transport.clone();
     tasks.spawn(async move {
-        let has_endpoints = !client_ctx.info.join_endpoints.is_empty();
+        let has_endpoints = !client_ctx.join_endpoints().is_empty();
         let r = match phase {
             Phase::Fresh if has_endpoints => join_loop(client_ctx, t, deadline).await,
             Phase::AwaitingRejoin if has_endpoints => rejoin_loop(client_ctx, t, deadline).await,

@@ -106,6 +106,23 @@ impl StateDisk for BackgroundPrepare {
         Ok(BootState::Fresh)
     }
 
+    fn remember_join_endpoints(&self, endpoints: &[String]) -> Result<(), DiskError> {
+        self.wait("remember join endpoints")?;
+        self.inner.remember_join_endpoints(endpoints)
+    }
+
+    fn remembered_join_endpoints(&self) -> Result<Vec<String>, DiskError> {
+        // A disk being formatted was blank: nothing remembered, and no reason to wait.
+        let (lock, _) = &*self.job;
+        if matches!(
+            *lock.lock().unwrap_or_else(|e| e.into_inner()),
+            Job::Running
+        ) {
+            return Ok(Vec::new());
+        }
+        self.inner.remembered_join_endpoints()
+    }
+
     fn uuid(&self) -> Result<String, DiskError> {
         self.wait("uuid")?;
         self.inner.uuid()

@@ -17,6 +17,8 @@ use super::{BootState, DiskError, DiskKey, StateDisk};
 const UUID_FILE: &str = "uuid";
 const INITIALIZED_FILE: &str = "initialized-key-sha256";
 const STATE_DIR: &str = "state";
+/// Outside `state/`, like the LUKS2 header token it stands in for.
+const ENDPOINTS_FILE: &str = "join-endpoints.json";
 
 /// HOST-TIER ONLY state disk backed by a plain directory (no encryption; see module docs).
 #[derive(Debug)]
@@ -92,6 +94,10 @@ impl StateDisk for HostDirectoryDisk {
             std::fs::remove_dir_all(&state).map_err(Self::io(&state))?;
         }
         std::fs::create_dir_all(&state).map_err(Self::io(&state))?;
+        let endpoints = self.root.join(ENDPOINTS_FILE);
+        if endpoints.exists() {
+            std::fs::remove_file(&endpoints).map_err(Self::io(&endpoints))?;
+        }
         let uuid_path = self.root.join(UUID_FILE);
         std::fs::write(&uuid_path, random_uuid()).map_err(Self::io(&uuid_path))?;
         self.set_open(true);
@@ -165,6 +171,27 @@ impl StateDisk for HostDirectoryDisk {
         self.set_open(false);
         Ok(())
     }
+
+    fn remember_join_endpoints(&self, endpoints: &[String]) -> Result<(), DiskError> {
+        let path = self.root.join(ENDPOINTS_FILE);
+        let json = serde_json::to_vec(endpoints).map_err(|e| DiskError::Token {
+            device: self.device(),
+            message: e.to_string(),
+        })?;
+        std::fs::write(&path, json).map_err(Self::io(&path))
+    }
+
+    fn remembered_join_endpoints(&self) -> Result<Vec<String>, DiskError> {
+        let path = self.root.join(ENDPOINTS_FILE);
+        match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| DiskError::Token {
+                device: self.device(),
+                message: format!("{}: {e}", path.display()),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(Self::io(&path)(e)),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -200,6 +227,31 @@ mod tests {
         disk.unlock(&key).unwrap();
         let state = disk.mount().unwrap();
         assert_eq!(std::fs::read(state.join("f")).unwrap(), b"data");
+    }
+
+    #[test]
+    fn remembered_endpoints_survive_reboot_not_reformat() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = HostDirectoryDisk::new(dir.path().join("disk"));
+        disk.prepare().unwrap();
+        assert!(disk.remembered_join_endpoints().unwrap().is_empty());
+        let eps = vec!["10.0.0.3:30090".to_string()];
+        disk.remember_join_endpoints(&eps).unwrap();
+        disk.rekey(&DiskKey::from_slice(&[7u8; 32])).unwrap();
+        let disk = HostDirectoryDisk::new(dir.path().join("disk"));
+        assert_eq!(disk.prepare().unwrap(), BootState::Locked);
+        assert_eq!(
+            disk.remembered_join_endpoints().unwrap(),
+            eps,
+            "readable while locked"
+        );
+        // A disk formatted again (never initialised) starts without any.
+        let other = HostDirectoryDisk::new(dir.path().join("other"));
+        other.prepare().unwrap();
+        other.remember_join_endpoints(&eps).unwrap();
+        let other = HostDirectoryDisk::new(dir.path().join("other"));
+        other.prepare().unwrap();
+        assert!(other.remembered_join_endpoints().unwrap().is_empty());
     }
 
     #[test]

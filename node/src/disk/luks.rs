@@ -27,6 +27,11 @@ use super::{BootState, DiskError, DiskKey, StateDisk};
 /// "diskIsInitialized": bool}`), named like upstream Constellation's.
 pub const TOKEN_TYPE: &str = "constellation-state-disk";
 const TOKEN_FIELD: &str = "diskIsInitialized";
+/// The LUKS2 token type holding the control-plane endpoints to rejoin through (JSON:
+/// `{"type": …, "keyslots": [], "endpoints": ["ip:port", …]}`). Plain data in the header,
+/// readable before unlock; see [`crate::services::endpoints`] for why that is safe.
+pub const ENDPOINTS_TOKEN_TYPE: &str = "constellation-join-endpoints";
+const ENDPOINTS_FIELD: &str = "endpoints";
 /// LUKS2 allows at most 32 tokens.
 const MAX_TOKENS: u32 = 32;
 /// AES-XTS with two 256-bit AES keys.
@@ -180,15 +185,17 @@ impl LuksStateDisk {
         })
     }
 
+    /// Finds the first token of type `ty`: `(token id, its JSON)`.
+    fn find_token(cd: &mut CryptDevice, ty: &str) -> Option<(u32, serde_json::Value)> {
+        (0..MAX_TOKENS).find_map(|id| {
+            let json = cd.token_handle().json_get(id).ok()?;
+            (json.get("type").and_then(|t| t.as_str()) == Some(ty)).then_some((id, json))
+        })
+    }
+
     /// Finds the initialisation token: `(token id, initialised)`.
     fn read_token(&self, cd: &mut CryptDevice) -> Result<Option<(u32, bool)>, DiskError> {
-        for id in 0..MAX_TOKENS {
-            let Ok(json) = cd.token_handle().json_get(id) else {
-                continue;
-            };
-            if json.get("type").and_then(|t| t.as_str()) != Some(TOKEN_TYPE) {
-                continue;
-            }
+        if let Some((id, json)) = Self::find_token(cd, TOKEN_TYPE) {
             let init = json
                 .get(TOKEN_FIELD)
                 .and_then(|v| v.as_bool())
@@ -627,5 +634,42 @@ impl StateDisk for LuksStateDisk {
     fn close(&self) -> Result<(), DiskError> {
         self.unmount_if_mounted()?;
         self.deactivate()
+    }
+
+    fn remember_join_endpoints(&self, endpoints: &[String]) -> Result<(), DiskError> {
+        let _guard = self.inner();
+        let mut cd = self.load_required("remember join endpoints")?;
+        let json = serde_json::json!({
+            "type": ENDPOINTS_TOKEN_TYPE,
+            "keyslots": [],
+            ENDPOINTS_FIELD: endpoints,
+        });
+        let input = match Self::find_token(&mut cd, ENDPOINTS_TOKEN_TYPE) {
+            Some((id, _)) => TokenInput::ReplaceToken(id, &json),
+            None => TokenInput::AddToken(&json),
+        };
+        cd.token_handle()
+            .json_set(input)
+            .map_err(self.err("write endpoints token"))?;
+        Ok(())
+    }
+
+    fn remembered_join_endpoints(&self) -> Result<Vec<String>, DiskError> {
+        let _guard = self.inner();
+        let Some(mut cd) = self.load()? else {
+            return Ok(Vec::new());
+        };
+        let Some((id, json)) = Self::find_token(&mut cd, ENDPOINTS_TOKEN_TYPE) else {
+            return Ok(Vec::new());
+        };
+        json.get(ENDPOINTS_FIELD)
+            .and_then(|v| v.as_array())
+            .and_then(|a| a.iter().map(|e| e.as_str().map(str::to_string)).collect())
+            .ok_or_else(|| DiskError::Token {
+                device: self.dev_name(),
+                message: format!(
+                    "token {id} ({ENDPOINTS_TOKEN_TYPE}) has no string array {ENDPOINTS_FIELD:?}"
+                ),
+            })
     }
 }

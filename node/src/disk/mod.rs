@@ -136,8 +136,8 @@ pub enum DiskError {
         /// The system error.
         message: String,
     },
-    /// The LUKS2 token that records initialisation is malformed.
-    #[error("state disk {device}: the initialisation token is malformed: {message}")]
+    /// A LUKS2 token of ours (initialisation, remembered endpoints) is malformed.
+    #[error("state disk {device}: malformed LUKS2 token: {message}")]
     Token {
         /// The device.
         device: String,
@@ -187,4 +187,12 @@ pub trait StateDisk: Send + Sync {
 
     /// Unmounts (if mounted) and closes the disk. Idempotent.
     fn close(&self) -> Result<(), DiskError>;
+
+    /// Stores the control-plane endpoints to rejoin through in the disk's header (a LUKS2
+    /// token), readable before unlock. Plain data: see [`crate::services::endpoints`].
+    fn remember_join_endpoints(&self, endpoints: &[String]) -> Result<(), DiskError>;
+
+    /// The endpoints stored by [`StateDisk::remember_join_endpoints`]; empty when none (also
+    /// on a blank or freshly formatted disk).
+    fn remembered_join_endpoints(&self) -> Result<Vec<String>, DiskError>;
 }

@@ -182,6 +182,11 @@ pub fn issue_ticket(
             .map(super::members::settings_to_proto),
         kubernetes_status: cluster.kubernetes_status.clone(),
     });
+    let control_plane_endpoints = super::endpoints::control_plane_endpoints(
+        &cluster,
+        &req.node_name,
+        ctx.endpoints.join_port(),
+    );
     drop(cluster);
     Ok(IssueJoinTicketResponse {
         state_disk_key: disk_key.expose().to_vec(),
@@ -193,6 +198,7 @@ pub fn issue_ticket(
         control_plane,
         kubernetes: None,
         cluster_name: secrets.cluster_name.clone(),
+        control_plane_endpoints,
     })
 }
 
@@ -273,6 +279,14 @@ impl JoinService for JoinServer {
         let key = master
             .disk_key(&uuid)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let control_plane_endpoints = {
+            let c = self.ctx.cluster.lock().unwrap_or_else(|e| e.into_inner());
+            super::endpoints::control_plane_endpoints(
+                &c,
+                &req.node_name,
+                self.ctx.endpoints.join_port(),
+            )
+        };
         let control_plane = req.is_control_plane.then(|| {
             let c = self.ctx.cluster.lock().unwrap_or_else(|e| e.into_inner());
             ControlPlaneMaterial {
@@ -291,6 +305,7 @@ impl JoinService for JoinServer {
             measurement_secret: secrets.measurement_secret.expose().to_vec(),
             control_plane,
             measurement_salt: secrets.measurement_salt.clone(),
+            control_plane_endpoints,
         }))
     }
 
@@ -322,6 +337,11 @@ impl JoinService for JoinServer {
         }
         Ok(Response::new(GetPeersResponse {
             peers: wire_peers(&c, &req.node_name),
+            control_plane_endpoints: super::endpoints::control_plane_endpoints(
+                &c,
+                &req.node_name,
+                self.ctx.endpoints.join_port(),
+            ),
         }))
     }
 }

@@ -149,7 +149,7 @@ pub fn settings_from_proto(
 }
 
 /// Merges a list into the node's cluster state and persists it when it changed.
-pub fn merge_into(ctx: &NodeContext, list: &MemberList, from: &str) -> Result<bool, Status> {
+pub fn merge_into(ctx: &Arc<NodeContext>, list: &MemberList, from: &str) -> Result<bool, Status> {
     let (members, removed) = from_list(list)?;
     let changed = ctx
         .cluster
@@ -284,7 +284,7 @@ async fn client_tls(ctx: &NodeContext) -> Result<tonic::transport::ClientTlsConf
 }
 
 async fn push(
-    ctx: &NodeContext,
+    ctx: &Arc<NodeContext>,
     tls: &tonic::transport::ClientTlsConfig,
     ip: &str,
     port: u16,

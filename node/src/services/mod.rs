@@ -4,6 +4,7 @@
 //! the servers in [`crate::bootstrap`]. Handlers that need an attested peer read its verified
 //! claims from the request extensions (put there by the aTLS layer) via [`peer_claims`].
 
+pub mod endpoints;
 pub mod init;
 pub mod join;
 pub mod key;
@@ -47,6 +48,9 @@ pub enum Phase {
     Bootstrapped,
 }
 
+/// Serialises header writes of the remembered endpoints.
+static PERSIST_ENDPOINTS: Mutex<()> = Mutex::new(());
+
 /// Everything the services share.
 pub struct NodeContext {
     /// Metadata read at boot.
@@ -79,6 +83,8 @@ pub struct NodeContext {
     pub bootstrap_lock: Arc<tokio::sync::Mutex<()>>,
     /// Life-cycle phase, observable.
     pub phase: watch::Sender<Phase>,
+    /// Control-plane endpoints learned from the cluster (see [`endpoints`]).
+    pub endpoints: endpoints::KnownEndpoints,
 }
 
 impl std::fmt::Debug for NodeContext {
@@ -113,18 +119,65 @@ impl NodeContext {
         })
     }
 
+    /// This node's own join-service endpoint (never a place to join through).
+    pub fn own_join_endpoint(&self) -> String {
+        std::net::SocketAddr::new(self.info.private_ip, self.endpoints.join_port()).to_string()
+    }
+
+    /// Where to look for control planes: the metadata's endpoints, then those learned from the
+    /// cluster (re-read on every round, as both may change while the node waits).
+    pub fn join_endpoints(&self) -> Vec<String> {
+        endpoints::merged(&self.info.join_endpoints, &self.endpoints.learned())
+    }
+
+    /// Records the control-plane endpoints the cluster reported and, when they changed,
+    /// remembers them on the state disk's header (in the background when called on the
+    /// runtime: a header write syncs the disk). Failures only warn: the list is a hint.
+    pub fn learn_endpoints(self: &Arc<Self>, list: &[String]) {
+        if self
+            .endpoints
+            .replace(list, &self.own_join_endpoint())
+            .is_none()
+        {
+            return;
+        }
+        let ctx = self.clone();
+        let persist = move || {
+            // Whatever is current when the write runs, so racing updates end with the newest.
+            let _serial = PERSIST_ENDPOINTS.lock().unwrap_or_else(|e| e.into_inner());
+            let now = ctx.endpoints.learned();
+            match ctx.disk.remember_join_endpoints(&now) {
+                Ok(()) => {
+                    tracing::info!(endpoints = ?now, "remembered the control-plane endpoints")
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "remembering the control-plane endpoints failed")
+                }
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => drop(h.spawn_blocking(persist)),
+            Err(_) => persist(),
+        }
+    }
+
     /// Control planes: the WireGuard peers follow the member list (joins through any control
     /// plane, replicated lists, removals), so every member reaches every control plane through
     /// the mesh. A joiner gets the then-current members as peers in its ticket; without this
     /// the control planes would never learn the joiner's key and the tunnel would stay down.
-    pub fn refresh_mesh(&self) {
+    /// The other control planes' endpoints are remembered for this node's own rejoin.
+    pub fn refresh_mesh(self: &Arc<Self>) {
         if self.info.role != crate::metadata::Role::ControlPlane {
             return;
         }
-        let plan = {
+        let (plan, control_planes) = {
             let c = self.cluster.lock().unwrap_or_else(|e| e.into_inner());
-            mesh_for(&c, &self.info.name)
+            (
+                mesh_for(&c, &self.info.name),
+                endpoints::control_plane_endpoints(&c, &self.info.name, self.endpoints.join_port()),
+            )
         };
+        self.learn_endpoints(&control_planes);
         if let Some((own, peers)) = plan
             && let Err(e) = init::apply_network(self, peers, &own)
         {
