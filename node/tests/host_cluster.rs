@@ -723,18 +723,16 @@ async fn run() {
     cp0.wait_log_line(&["rejoined the cluster", &cp1_ep]);
     cp0.wait_metric("constellation_node_wireguard_peers 2");
 
-    // Recovery: every control plane is down; cp-0 restarts, finds nobody at the endpoint it
-    // remembered, and waits; the owner pushes the master secret over aTLS (cp-0 attests).
+    // Recovery: every control plane is down and cp-0 is power-cycled (a new TPM process:
+    // PCR 15 is zero again); it finds nobody at the endpoint it remembered and waits; the
+    // owner pushes the master secret over aTLS (cp-0 attests, without a cluster ID yet).
     cp1.stop();
     cp0.stop();
+    cp0.swtpm = Swtpm::start().expect("starting swtpm");
     cp0.start();
     cp0.wait_port(constellation_node_api::ports::RECOVERY);
     let recovery = || async {
-        let client = AtlsClient::new(
-            None,
-            ServerVerification::Attested(validators(Some((15, expected_pcr15(&cid).to_vec())))),
-        )
-        .unwrap();
+        let client = AtlsClient::new(None, ServerVerification::Attested(validators(None))).unwrap();
         let ch = connect_channel(
             &format!(
                 "http://{}",
@@ -743,7 +741,7 @@ async fn run() {
             client,
         )
         .await
-        .expect("aTLS to the recovery server (validating PCR 15)");
+        .expect("aTLS to the recovery server");
         RecoveryServiceClient::new(ch)
     };
     let e = recovery()
@@ -767,6 +765,21 @@ async fn run() {
         .into_inner();
     assert_eq!(r.cluster_id, cid);
     cp0.wait_bootstrapped();
+    // Recovery locked the power-cycled node to the cluster again: it now attests PCR 15.
+    let locked = AtlsClient::new(
+        None,
+        ServerVerification::Attested(validators(Some((15, expected_pcr15(&cid).to_vec())))),
+    )
+    .unwrap();
+    connect_channel(
+        &format!(
+            "http://{}",
+            cp0.addr(constellation_node_api::ports::RECOVERY)
+        ),
+        locked,
+    )
+    .await
+    .expect("after recovery, cp-0 attests PCR 15 = the cluster's value");
     let c = AtlsClient::new(Some(issuer.clone()), ServerVerification::Unauthenticated).unwrap();
     let ch = connect_channel(
         &format!("http://{}", cp0.addr(constellation_node_api::ports::JOIN)),

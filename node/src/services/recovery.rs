@@ -72,10 +72,21 @@ impl RecoveryService for RecoveryServer {
         let cluster_id =
             keys::cluster_id(ms.expose(), &salt).map_err(|e| Status::internal(e.to_string()))?;
         let lock = ctx.lock.clone();
-        let ours = blocking(move || lock.holds_cluster_id(&cluster_id))
-            .await?
-            .map_err(|e| Status::internal(e.to_string()))?;
-        if !ours {
+        let (unlocked, ours) = blocking(move || {
+            Ok::<_, crate::lock::LockError>((
+                lock.is_unlocked()?,
+                lock.holds_cluster_id(&cluster_id)?,
+            ))
+        })
+        .await?
+        .map_err(|e| Status::internal(e.to_string()))?;
+        if unlocked {
+            // A real reboot (power cycle) resets PCR 15: the disk opened with this cluster's
+            // key, so lock the node to it again, as a rejoin does.
+            super::init::lock_node(&ctx, &cluster_id)
+                .await
+                .map_err(Status::internal)?;
+        } else if !ours {
             return Err(Status::permission_denied(
                 "the master secret belongs to another cluster than the cluster-ID register \
                  (PCR 15 / RTMR3) records",
@@ -84,6 +95,8 @@ impl RecoveryService for RecoveryServer {
         if let Ok(Some(c)) = crate::state::load(&dir, crate::state::CLUSTER_STATE_FILE) {
             *ctx.cluster.lock().unwrap_or_else(|e| e.into_inner()) = c;
         }
+        // The reboot cleared the kernel's WireGuard peers.
+        ctx.refresh_mesh();
         let cfg = ctx
             .cluster
             .lock()
