@@ -68,7 +68,8 @@ struct Args {
     /// Image version reported to the cluster.
     #[arg(long, env = "CONSTELLATION_IMAGE_VERSION")]
     image_version: Option<String>,
-    /// Seconds the join client keeps trying.
+    /// Seconds after which the join client reports that it has no ticket yet; it keeps
+    /// trying every 30 s after that.
     #[arg(long, default_value_t = 600)]
     join_deadline_secs: u64,
     /// Seconds between a worker's requests for the current WireGuard peers.

@@ -62,11 +62,21 @@ pub fn save<T: Serialize>(dir: &Path, file: &str, value: &T) -> Result<(), State
         path: path.clone(),
         source,
     })?;
-    std::fs::write(&tmp, json).map_err(|source| StateError::Io {
-        path: tmp.clone(),
-        source,
-    })?;
-    std::fs::rename(&tmp, &path).map_err(|source| StateError::Io { path, source })
+    // Durable before it counts: without the syncs a power loss after the rename can leave an
+    // empty file (ext4 delays allocating a new file's blocks), and a node whose state file is
+    // empty can never rejoin. Found by the acceptance test that kills every VM.
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| StateError::Io { path, source }
+    };
+    let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+    std::io::Write::write_all(&mut f, &json).map_err(io(&tmp))?;
+    f.sync_all().map_err(io(&tmp))?;
+    drop(f);
+    std::fs::rename(&tmp, &path).map_err(io(&path))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir))
 }
 
 /// Reads JSON from `dir/file`; `Ok(None)` when absent.

@@ -11,10 +11,11 @@ use constellation_node_api::limits::MAX_MESSAGE_BYTES;
 use constellation_node_api::v1::init_response::Kind;
 use constellation_node_api::v1::init_service_client::InitServiceClient;
 use constellation_node_api::v1::management_service_client::ManagementServiceClient;
+use constellation_node_api::v1::recovery_service_client::RecoveryServiceClient;
 use constellation_node_api::v1::verification_service_client::VerificationServiceClient;
 use constellation_node_api::v1::{
     GetAttestationRequest, GetStatusRequest, GetStatusResponse, InitRequest, InitSuccess,
-    RemoveNodeRequest,
+    RecoverRequest, RemoveNodeRequest,
 };
 use tonic::transport::Channel;
 
@@ -216,6 +217,45 @@ pub async fn remove_node(
         Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
         Err(s) => Err(NodeClientError::Rpc {
             call: "RemoveNode",
+            endpoint: addr.to_string(),
+            status: status_text(&s),
+        }),
+    }
+}
+
+/// How a recovery attempt ended.
+#[derive(Debug)]
+pub enum Recovered {
+    /// The node unlocked its disk with the master secret; the cluster ID it is locked to.
+    Now(Vec<u8>),
+    /// The node was no longer waiting (it rejoined through another control plane meanwhile).
+    Already,
+}
+
+/// Sends the master secret to a control plane waiting for recovery, on an aTLS channel whose
+/// handshake validated the node against `validators` first (the secret never reaches a node
+/// that does not attest).
+pub async fn recover(
+    addr: SocketAddr,
+    validators: Validators,
+    master_secret: &[u8],
+    master_salt: &[u8],
+) -> Result<Recovered, NodeClientError> {
+    let channel = attested_channel(addr, validators, Duration::from_secs(60)).await?;
+    // As with Init, the request's copy of the secret lives only until tonic encoded it.
+    let request = RecoverRequest {
+        master_secret: master_secret.to_vec(),
+        master_salt: master_salt.to_vec(),
+    };
+    let result = RecoveryServiceClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .recover(request)
+        .await;
+    match result {
+        Ok(r) => Ok(Recovered::Now(r.into_inner().cluster_id)),
+        Err(s) if s.code() == tonic::Code::FailedPrecondition => Ok(Recovered::Already),
+        Err(s) => Err(NodeClientError::Rpc {
+            call: "Recover",
             endpoint: addr.to_string(),
             status: status_text(&s),
         }),

@@ -262,6 +262,9 @@ fn validators_for(config_json: &str) -> Result<(AttestationConfig, Validators), 
     Ok((cfg, Validators::new(v)))
 }
 
+/// The master secret and its salt (recovery input).
+type MasterAndSalt = (Zeroizing<Vec<u8>>, Zeroizing<Vec<u8>>);
+
 fn owner_from_state(state: &Value) -> Option<OwnerCredential> {
     let s = |k: &str| state.get_attr(k).and_then(Value::as_str).map(str::to_owned);
     Some(OwnerCredential {
@@ -630,7 +633,7 @@ impl ClusterResource {
                     last = msg;
                 }
             }
-            if cloud.machine_state(&cp0).await == MachineState::Gone {
+            if cloud.machine_state(&cp0).await.is_down() {
                 return Err(err(
                     "The first control plane stopped",
                     format!(
@@ -701,7 +704,7 @@ impl ClusterResource {
                 return Err(refusal);
             }
             for n in &missing {
-                if cloud.machine_state(n).await == MachineState::Gone {
+                if cloud.machine_state(n).await.is_down() {
                     return Err(err(
                         "A node stopped before joining",
                         format!(
@@ -1034,6 +1037,296 @@ impl ClusterResource {
         Ok(())
     }
 
+    /// The spec a kept node boots with again: its own name, role, address and image; the
+    /// metadata names every other control plane of the record (the node also remembers the
+    /// ones it last heard of). No init-secret hash: an initialised node never runs Init.
+    fn restart_spec(cfg: &ClusterConfig, record: &ClusterRecord, node: &NodeRecord) -> NodeSpec {
+        NodeSpec {
+            name: node.name.clone(),
+            role: node.role,
+            private_ip: node.private_ip,
+            prefix_len: cfg.node_cidr.prefix,
+            join_endpoints: record
+                .control_planes()
+                .filter(|c| c.name != node.name)
+                .map(|c| format!("{}:{}", c.private_ip, constellation_node_api::ports::JOIN))
+                .collect(),
+            init_secret_hash: None,
+            image_version: record.image_version.clone(),
+            image: if node.image.is_empty() {
+                record.image_reference.clone()
+            } else {
+                node.image.clone()
+            },
+        }
+    }
+
+    /// Boots the nodes whose machines are off (crash, host reboot) from their kept disks. When
+    /// no control plane kept running, the first restarted one is recovered with the master
+    /// secret (after it attested); the others rejoin through it. Returns once every restarted
+    /// node attests as a member again and restarted control planes serve the management API.
+    async fn restart_off_nodes(
+        ctx: &Context,
+        record: &mut ClusterRecord,
+        cfg: &ClusterConfig,
+        req: &ApplyRequest,
+        owner: &OwnerCredential,
+        deadline: Instant,
+    ) -> Result<(), Diagnostics> {
+        let cloud = record.cloud();
+        let mut off = Vec::new();
+        let mut control_plane_up = false;
+        for n in &record.nodes {
+            match cloud.machine_state(n).await {
+                MachineState::Off => off.push(n.clone()),
+                MachineState::Running | MachineState::Stopped => {
+                    control_plane_up |= n.role == Role::ControlPlane;
+                }
+                MachineState::Gone => {}
+            }
+        }
+        // Without any control plane left to run or recover, restarting workers is futile; the
+        // step for vanished nodes below reports that.
+        if off.is_empty()
+            || (!control_plane_up && !off.iter().any(|n| n.role == Role::ControlPlane))
+        {
+            return Ok(());
+        }
+        // Control planes first: workers rejoin through them.
+        off.sort_by_key(|n| n.role != Role::ControlPlane);
+        for n in &off {
+            let spec = Self::restart_spec(cfg, record, n);
+            let started = cloud.start_node(n, &spec).await.map_err(|e| {
+                err(
+                    "Restarting a node failed",
+                    format!(
+                        "{e}\nThe node's disks are kept; fix the cause and run `terraform apply` again."
+                    ),
+                )
+            })?;
+            if let Some(slot) = record.nodes.iter_mut().find(|x| x.name == n.name) {
+                *slot = started;
+            }
+            record
+                .save()
+                .map_err(|e| err("Recording the cluster failed", e))?;
+            tracing::info!(node = %n.name, role = n.role.as_str(), "node restarted from its kept disks");
+        }
+        // The nodes run the image they ran before, so they attest against the config the
+        // cluster enforced, not one this apply may be about to push.
+        let att = req
+            .prior_state
+            .get_attr("attestation_config")
+            .and_then(Value::as_str)
+            .unwrap_or(&cfg.attestation_config);
+        let (att, validators) = validators_for(att)?;
+        let restarted: Vec<String> = off.iter().map(|n| n.name.clone()).collect();
+        if !control_plane_up
+            && let Some(first) = record
+                .nodes
+                .iter()
+                .find(|n| n.role == Role::ControlPlane && restarted.contains(&n.name))
+                .cloned()
+        {
+            Self::recover(ctx, record, &first, req, &validators, att.variant, deadline).await?;
+        }
+        Self::wait_rejoined(ctx, record, &restarted, &validators, owner, deadline).await
+    }
+
+    /// The master secret and salt for recovery: the write-only attribute from this apply's
+    /// configuration, else the generated secret in state.
+    fn recovery_secrets(req: &ApplyRequest) -> Result<MasterAndSalt, Diagnostics> {
+        let from_state = |k: &str| {
+            req.prior_state
+                .get_attr(k)
+                .and_then(Value::as_str)
+                .and_then(|h| hex::decode(h).ok())
+                .map(Zeroizing::new)
+        };
+        let master = match req
+            .config
+            .get_attr("master_secret_wo")
+            .and_then(Value::as_str)
+        {
+            Some(s) => cluster_config::parse_master_secret(s)
+                .map_err(|e| err_at("master_secret_wo", "Invalid master secret", e))?,
+            None => from_state("master_secret").ok_or_else(|| {
+                err_at(
+                    "master_secret_wo",
+                    "Master secret needed for recovery",
+                    "No control plane is running, so one must be recovered with the cluster's \
+                     master secret, which is neither in state (it was given write-only) nor in \
+                     this configuration: set `master_secret_wo` to the secret the cluster was \
+                     created with.",
+                )
+            })?,
+        };
+        let salt = from_state("master_salt").ok_or_else(|| {
+            err(
+                "Master salt missing",
+                "The state holds no `master_salt`, which recovery needs with the master secret.",
+            )
+        })?;
+        Ok((master, salt))
+    }
+
+    /// Recovers `cp` (waiting for recovery after a reboot): it must attest, then gets the
+    /// master secret, unlocks its disk and locks itself to the cluster again.
+    async fn recover(
+        ctx: &Context,
+        record: &ClusterRecord,
+        cp: &NodeRecord,
+        req: &ApplyRequest,
+        validators: &Validators,
+        variant: Variant,
+        deadline: Instant,
+    ) -> Result<(), Diagnostics> {
+        let (master, salt) = Self::recovery_secrets(req)?;
+        let Some(addr) = cp.endpoints.recovery else {
+            return Err(err(
+                "No recovery endpoint",
+                format!("{} has no recovery port forward.", cp.name),
+            ));
+        };
+        let cloud = record.cloud();
+        let mut last;
+        loop {
+            match node_client::recover(addr, validators.clone(), &master, &salt).await {
+                Ok(node_client::Recovered::Now(id)) => {
+                    if record.cluster_id.as_deref() != Some(hex::encode(&id).as_str()) {
+                        return Err(err(
+                            "Recovered into another cluster",
+                            format!(
+                                "{} reports cluster ID {} after recovery, but this cluster is {}.",
+                                cp.name,
+                                hex::encode(&id),
+                                record.cluster_id.as_deref().unwrap_or("unknown")
+                            ),
+                        ));
+                    }
+                    tracing::info!(node = %cp.name, "control plane recovered with the master secret");
+                    return Ok(());
+                }
+                Ok(node_client::Recovered::Already) => return Ok(()),
+                Err(e) => {
+                    let msg = e.to_string();
+                    if msg.contains("measurement(s) differ") {
+                        return Err(err(
+                            "A control plane failed attestation during recovery",
+                            format!(
+                                "{}\nThe master secret was not sent. The node no longer matches the attestation config the cluster enforces.",
+                                name_registers(variant, &msg)
+                            ),
+                        ));
+                    }
+                    if msg.contains("PermissionDenied") || msg.contains("InvalidArgument") {
+                        return Err(err(
+                            "Recovery refused",
+                            format!(
+                                "{}: {msg}\nCheck that `master_secret_wo` is the secret this cluster was created with.",
+                                cp.name
+                            ),
+                        ));
+                    }
+                    last = msg;
+                }
+            }
+            if cloud.machine_state(cp).await.is_down() {
+                return Err(err(
+                    "A control plane stopped during recovery",
+                    format!(
+                        "{} is no longer running. Its console log ends with:\n{}",
+                        cp.name,
+                        strip_ansi(&cloud.console_tail(cp, 3000).await)
+                    ),
+                ));
+            }
+            if Instant::now() + Duration::from_secs(2) >= deadline {
+                return Err(err(
+                    "Recovery did not complete in time",
+                    format!(
+                        "{} at {addr}; last error: {last}\nConsole log:\n{}",
+                        cp.name,
+                        strip_ansi(&cloud.console_tail(cp, 3000).await)
+                    ),
+                ));
+            }
+            pause(
+                ctx,
+                deadline,
+                "waiting for a control plane to take recovery",
+            )
+            .await?;
+        }
+    }
+
+    /// Waits until each named node attests with the cluster-ID measurement (it rejoined or
+    /// was recovered) and, for control planes, answers the management API.
+    async fn wait_rejoined(
+        ctx: &Context,
+        record: &ClusterRecord,
+        names: &[String],
+        validators: &Validators,
+        owner: &OwnerCredential,
+        deadline: Instant,
+    ) -> Result<(), Diagnostics> {
+        let id = record
+            .cluster_id
+            .as_deref()
+            .and_then(|h| hex::decode(h).ok())
+            .ok_or_else(|| err("No cluster ID", "The cluster record holds no cluster ID."))?;
+        let cloud = record.cloud();
+        loop {
+            let mut pending = Vec::new();
+            for n in record.nodes.iter().filter(|n| names.contains(&n.name)) {
+                let member = match node_client::verify(n.endpoints.verify_grpc, validators).await {
+                    Ok(c) => {
+                        let (index, want) =
+                            constellation_attest::measurements::cluster_id_measurement(
+                                c.variant, &id,
+                            );
+                        c.measurements.get(&index) == Some(&want)
+                    }
+                    Err(_) => false,
+                };
+                let serving = match (member, n.endpoints.management) {
+                    (true, Some(addr)) => node_client::status(addr, owner).await.is_ok(),
+                    (m, _) => m,
+                };
+                if !serving {
+                    pending.push(n);
+                }
+            }
+            if pending.is_empty() {
+                return Ok(());
+            }
+            for n in &pending {
+                if cloud.machine_state(n).await.is_down() {
+                    return Err(err(
+                        "A restarted node stopped",
+                        format!(
+                            "{} is no longer running. Its console log ends with:\n{}",
+                            n.name,
+                            strip_ansi(&cloud.console_tail(n, 3000).await)
+                        ),
+                    ));
+                }
+            }
+            if Instant::now() + Duration::from_secs(2) >= deadline {
+                let mut detail = String::new();
+                for n in &pending {
+                    detail.push_str(&format!(
+                        "{} did not rejoin. Its console log ends with:\n{}\n",
+                        n.name,
+                        strip_ansi(&cloud.console_tail(n, 3000).await)
+                    ));
+                }
+                return Err(err("Restarted nodes did not rejoin in time", detail));
+            }
+            pause(ctx, deadline, "waiting for restarted nodes to rejoin").await?;
+        }
+    }
+
     async fn update_inner(ctx: &Context, req: &ApplyRequest) -> Result<Value, Diagnostics> {
         let (cfg, d) = cluster_config::parse(&req.config);
         let Some(cfg) = cfg else {
@@ -1065,6 +1358,9 @@ impl ClusterResource {
                 "The state holds no owner credential (e.g. after an import), so the cluster cannot be changed by this provider. Recreate the cluster to manage it.",
             )
         })?;
+        // Machines that stopped but kept their disks boot again and rejoin (recovering a
+        // control plane if none kept running) before anything else talks to the cluster.
+        Self::restart_off_nodes(ctx, &mut record, &cfg, req, &owner, deadline).await?;
 
         // Attestation config: push to every control plane (the join service validates the
         // next joiner with it, no restart).
@@ -1112,8 +1408,9 @@ impl ClusterResource {
         {
             return Err(err(
                 "No control plane is running",
-                "Every control plane's VM is gone, so no node can join or be changed. Recover \
-                 the cluster (docs/guides/local-cluster.md) or recreate it.",
+                "Every control plane's VM is gone together with its disks, so no node can \
+                 join or be changed and nothing is left to recover. Recreate the cluster \
+                 (`terraform apply -replace=...`).",
             ));
         }
         for n in &gone {
@@ -1399,6 +1696,17 @@ impl Resource for ClusterResource {
         // A new image replaces nodes (rolling), so what names nodes and endpoints changes.
         let image_changed = request.prior_state.get_attr("image_reference")
             != request.proposed_new_state.get_attr("image_reference");
+        // Read marks stopped or vanished nodes as not joined: apply restarts or replaces them,
+        // and a restarted machine may get new loopback ports if its old ones were taken.
+        let repairing = request
+            .prior_state
+            .get_attr("nodes")
+            .and_then(Value::as_elements)
+            .is_some_and(|nodes| {
+                nodes
+                    .iter()
+                    .any(|n| n.get_attr("joined").and_then(Value::as_bool) == Some(false))
+            });
         // Values fixed at creation stay as they are on other in-place updates.
         for a in [
             "id",
@@ -1420,6 +1728,9 @@ impl Resource for ClusterResource {
                     "image_version" | "management_endpoint" | "verification_endpoint"
                 )
             {
+                continue;
+            }
+            if repairing && matches!(a, "management_endpoint" | "verification_endpoint") {
                 continue;
             }
             plan.use_prior_if_unknown(&request.prior_state, &AttributePath::new(a));
@@ -1447,18 +1758,41 @@ impl Resource for ClusterResource {
         };
         let cloud = record.cloud();
         let mut running = BTreeSet::new();
+        let mut off = Vec::new();
         for n in &record.nodes {
-            if cloud.machine_state(n).await != MachineState::Gone {
-                running.insert(n.name.clone());
+            match cloud.machine_state(n).await {
+                MachineState::Running | MachineState::Stopped => {
+                    running.insert(n.name.clone());
+                }
+                MachineState::Off => off.push(n.name.clone()),
+                MachineState::Gone => {}
             }
         }
-        if running.is_empty() {
-            tracing::warn!(dir = %dir.display(), "no VM of the cluster runs; removing it from state");
+        if running.is_empty() && off.is_empty() {
+            tracing::warn!(dir = %dir.display(), "no VM of the cluster is left; removing it from state");
             return StateResponse::new(Value::Null);
         }
         let mut d = Diagnostics::new();
+        if !off.is_empty() {
+            // Counted as missing below, so the plan shows the drift; apply boots them again.
+            d.warning(
+                "Nodes are not running",
+                format!(
+                    "{} stopped (crash or host reboot); their disks are kept. `terraform apply` \
+                     boots them again and they rejoin the cluster{}.",
+                    off.join(", "),
+                    if running.is_empty() {
+                        " (a control plane is recovered with the master secret first, since none runs)"
+                    } else {
+                        ""
+                    }
+                ),
+            );
+        }
         let mut state_cfg = prior.clone();
         let (joined, att) = match owner_from_state(prior) {
+            // Nothing runs to ask (every node is off); membership shows as not joined.
+            Some(_) if running.is_empty() => (BTreeMap::new(), None),
             Some(owner) => match members(&record, &owner).await {
                 Ok(v) => (v.joined, v.attestation_config),
                 Err(e) => {

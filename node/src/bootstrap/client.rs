@@ -17,20 +17,6 @@ use crate::services::init::{apply_network, lock_node, setup_disk};
 use crate::services::{NodeContext, Phase, blocking};
 use crate::state::{ClusterSecrets, NODE_STATE_FILE, NodeState};
 
-/// Why joining gave up.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum JoinClientError {
-    /// No endpoint answered with a usable ticket before the deadline.
-    #[error("no join ticket within {deadline:?}; last error: {last}")]
-    Deadline {
-        /// The deadline.
-        deadline: Duration,
-        /// The last failure.
-        last: String,
-    },
-}
-
 async fn client(
     transport: &Arc<dyn Transport>,
     endpoint: &str,
@@ -46,12 +32,11 @@ fn endpoints(ctx: &NodeContext) -> Vec<String> {
     ctx.join_endpoints()
 }
 
-async fn retry<F, Fut>(
-    ctx: &Arc<NodeContext>,
-    deadline: Duration,
-    what: &str,
-    mut attempt: F,
-) -> Result<(), JoinClientError>
+/// Tries every endpoint in turn until an attempt succeeds or the phase changes (Init or
+/// recovery won). It never gives up: a node without a ticket has nothing else to do, and the
+/// control planes may come back much later. After `deadline` it reports an error once and
+/// then tries every 30 s.
+async fn retry<F, Fut>(ctx: &Arc<NodeContext>, deadline: Duration, what: &str, mut attempt: F)
 where
     F: FnMut(String) -> Fut,
     Fut: std::future::Future<Output = Result<(), String>>,
@@ -59,14 +44,15 @@ where
     let start = Instant::now();
     let mut backoff = Duration::from_millis(500);
     let mut last = String::from("no join endpoint in the metadata");
+    let mut late = false;
     let wanted = ctx.phase();
     loop {
         for ep in endpoints(ctx) {
             if ctx.phase() != wanted {
-                return Ok(());
+                return;
             }
             match attempt(ep.clone()).await {
-                Ok(()) => return Ok(()),
+                Ok(()) => return,
                 Err(e) => {
                     tracing::warn!(endpoint = %ep, error = %e, "{what} attempt failed");
                     last = format!("{ep}: {e}");
@@ -74,13 +60,18 @@ where
             }
         }
         if ctx.phase() != wanted {
-            return Ok(());
+            return;
         }
-        if start.elapsed() > deadline {
-            tracing::error!(last = %last, "{what}: giving up after {deadline:?}");
-            return Err(JoinClientError::Deadline { deadline, last });
+        if !late && start.elapsed() > deadline {
+            late = true;
+            tracing::error!(last = %last, "{what}: no ticket after {deadline:?}; still trying every 30 s");
         }
-        tokio::time::sleep(backoff).await;
+        tokio::time::sleep(if late {
+            Duration::from_secs(30)
+        } else {
+            backoff
+        })
+        .await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
@@ -152,13 +143,8 @@ pub async fn peer_refresh_loop(
     }
 }
 
-/// Fresh node: asks the join endpoints for a ticket until it gets one, Init wins, or the
-/// deadline passes.
-pub async fn join_loop(
-    ctx: Arc<NodeContext>,
-    transport: Arc<dyn Transport>,
-    deadline: Duration,
-) -> Result<(), JoinClientError> {
+/// Fresh node: asks the join endpoints for a ticket until it gets one or Init wins.
+pub async fn join_loop(ctx: Arc<NodeContext>, transport: Arc<dyn Transport>, deadline: Duration) {
     retry(&ctx, deadline, "join", |ep| {
         let ctx = ctx.clone();
         let transport = transport.clone();
@@ -326,13 +312,8 @@ async fn kubeadm_join(ctx: &Arc<NodeContext>, k: &KubernetesJoin) {
     ctx.persist_cluster();
 }
 
-/// Rebooted member: asks for a rejoin ticket until it gets one, recovery happens, or the
-/// deadline passes.
-pub async fn rejoin_loop(
-    ctx: Arc<NodeContext>,
-    transport: Arc<dyn Transport>,
-    deadline: Duration,
-) -> Result<(), JoinClientError> {
+/// Rebooted member: asks for a rejoin ticket until it gets one or recovery happens.
+pub async fn rejoin_loop(ctx: Arc<NodeContext>, transport: Arc<dyn Transport>, deadline: Duration) {
     retry(&ctx, deadline, "rejoin", |ep| {
         let ctx = ctx.clone();
         let transport = transport.clone();

@@ -8,7 +8,7 @@
 mod client;
 mod servers;
 
-pub use client::{JoinClientError, join_loop, rejoin_loop};
+pub use client::{join_loop, rejoin_loop};
 pub use servers::{BoxFut, READY_LOG, ServeError, Transport, serve_all, serve_management};
 
 use std::net::IpAddr;
@@ -56,7 +56,7 @@ pub struct Config {
     pub listen_ip: IpAddr,
     /// Ports.
     pub ports: Ports,
-    /// How long the join client keeps trying before giving up.
+    /// After this the join client reports an error once and retries every 30 s.
     pub join_deadline: Duration,
     /// How often workers ask a control plane for the current WireGuard peers.
     pub peer_refresh: Duration,
@@ -147,16 +147,14 @@ pub async fn run(
     let t = transport.clone();
     tasks.spawn(async move {
         let has_endpoints = !client_ctx.join_endpoints().is_empty();
-        let r = match phase {
+        match phase {
             Phase::Fresh if has_endpoints => join_loop(client_ctx, t, deadline).await,
             Phase::AwaitingRejoin if has_endpoints => rejoin_loop(client_ctx, t, deadline).await,
             _ => {
-                tracing::info!("no join endpoints in the metadata; waiting for Init or recovery");
-                Ok(())
+                tracing::info!(
+                    "no join endpoints in the metadata or remembered; waiting for Init or recovery"
+                );
             }
-        };
-        if let Err(e) = r {
-            tracing::error!(error = %e, "join client stopped");
         }
         // Keep serving: a control plane may still be initialised or recovered.
         std::future::pending::<Result<(), RunError>>().await

@@ -91,10 +91,20 @@ pub struct NodeRecord {
 pub enum MachineState {
     /// The machine runs.
     Running,
-    /// It exists but does not run (paused, shut down, crashed).
+    /// It exists but does not run (paused).
     Stopped,
+    /// It does not run (shut down, crashed, the host rebooted), but its disks (state disk,
+    /// TPM state) are kept: [`Cloud::start_node`] boots it again and it rejoins.
+    Off,
     /// Nothing of it is left.
     Gone,
+}
+
+impl MachineState {
+    /// Whether the machine does not run (off or gone): it cannot join or answer.
+    pub fn is_down(self) -> bool {
+        matches!(self, MachineState::Off | MachineState::Gone)
+    }
 }
 
 /// Backend errors. Each says what failed and what to do.
@@ -154,6 +164,15 @@ pub trait Cloud: Send + Sync {
 
     /// The node's machine state.
     async fn machine_state(&self, node: &NodeRecord) -> MachineState;
+
+    /// Boots a node that is [`MachineState::Off`] again from its kept disks. Its metadata is
+    /// written anew from `spec` (so it names the current control planes); name, role, address
+    /// and image are the node's own. Returns the record (endpoints may differ).
+    async fn start_node(
+        &self,
+        node: &NodeRecord,
+        spec: &NodeSpec,
+    ) -> Result<NodeRecord, CloudError>;
 
     /// The last `max_bytes` of the node's console log (may be empty).
     async fn console_tail(&self, node: &NodeRecord, max_bytes: usize) -> String;

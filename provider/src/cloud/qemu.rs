@@ -112,6 +112,9 @@ pub struct QemuCloud {
     opts: QemuOptions,
 }
 
+/// The node's state disk in its directory.
+const STATE_DISK: &str = "state.raw";
+
 fn file_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> CloudError + use<> {
     let path = path.display().to_string();
     move |e| CloudError::File {
@@ -220,12 +223,11 @@ impl QemuCloud {
         Ok(())
     }
 
-    fn start_swtpm(&self, name: &str, dir: &Path) -> Result<(), CloudError> {
-        fs::create_dir_all(dir.join("tpm")).map_err(file_err("TPM state directory", dir))?;
+    /// Manufactures the TPM with only the SHA-256 PCR bank: by default swtpm activates four
+    /// banks, and firmware, stub and kernel then hash every measurement four times, which
+    /// costs seconds per boot under emulation. Attestation uses SHA-256 only.
+    fn manufacture_tpm(name: &str, dir: &Path) -> Result<(), CloudError> {
         let p = |f: &str| dir.join(f).display().to_string();
-        // Manufacture the TPM with only the SHA-256 PCR bank: by default swtpm activates four
-        // banks, and firmware, stub and kernel then hash every measurement four times, which
-        // costs seconds per boot under emulation. Attestation uses SHA-256 only.
         let setup = Command::new("swtpm_setup")
             .args(["--tpm2", "--pcr-banks", "sha256", "--tpmstate"])
             .arg(p("tpm"))
@@ -246,6 +248,19 @@ impl QemuCloud {
                     String::from_utf8_lossy(&setup.stderr)
                 ),
             });
+        }
+        Ok(())
+    }
+
+    /// Starts the node's swtpm; `manufacture` creates the TPM state first (new nodes), a
+    /// restarted node keeps its TPM (endorsement key, NV) and only its PCRs reset.
+    fn start_swtpm(&self, name: &str, dir: &Path, manufacture: bool) -> Result<(), CloudError> {
+        fs::create_dir_all(dir.join("tpm")).map_err(file_err("TPM state directory", dir))?;
+        let p = |f: &str| dir.join(f).display().to_string();
+        // A stale socket from a previous run would make the wait below return at once.
+        let _ = fs::remove_file(dir.join("swtpm.sock"));
+        if manufacture {
+            Self::manufacture_tpm(name, dir)?;
         }
         let status = Command::new("swtpm")
             .current_dir(dir)
@@ -367,7 +382,7 @@ impl QemuCloud {
             .arg("-drive")
             .arg(format!(
                 "if=none,id=state,format=raw,file={}",
-                p("state.raw")
+                p(STATE_DISK)
             ))
             .args(["-device", "virtio-blk-pci,drive=state,serial=state"]);
         // NIC A: host access through loopback port forwards only.
@@ -405,7 +420,8 @@ impl QemuCloud {
             cmd.arg("-fw_cfg").arg(format!("name={name},file={file}"));
         }
         cmd.arg("-chardev")
-            .arg(format!("file,id=ser0,path={}", p("serial.log")))
+            // Appended: a restarted node's console follows its earlier boots.
+            .arg(format!("file,id=ser0,path={},append=on", p("serial.log")))
             .args(["-serial", "chardev:ser0"])
             .arg("-qmp")
             .arg(format!("unix:{},server=on,wait=off", p("qmp.sock")))
@@ -445,6 +461,8 @@ impl QemuCloud {
         result
     }
 
+    /// A new node: firmware variables and a blank state disk, then [`Self::launch`] with fresh
+    /// loopback ports and a newly manufactured TPM.
     fn start_in(&self, dir: &Path, spec: &NodeSpec) -> Result<NodeRecord, CloudError> {
         let image = Path::new(&spec.image);
         fs::metadata(image).map_err(file_err("image disk", image))?;
@@ -453,13 +471,16 @@ impl QemuCloud {
             "OVMF variables template (Debian: apt-get install ovmf)",
             &self.opts.ovmf_vars,
         ))?;
-        let state = dir.join("state.raw");
+        let state = dir.join(STATE_DISK);
         let f = fs::File::create(&state).map_err(file_err("state disk", &state))?;
         f.set_len(self.opts.state_disk_mib * 1024 * 1024)
             .map_err(file_err("state disk", &state))?;
         drop(f);
-        let fw_cfg = Self::write_metadata(dir, spec)?;
+        let endpoints = Self::fresh_endpoints(spec)?;
+        self.launch(dir, spec, &endpoints, true)
+    }
 
+    fn fresh_endpoints(spec: &NodeSpec) -> Result<NodeEndpoints, CloudError> {
         let cp = spec.role == Role::ControlPlane;
         let ports = free_ports(if cp { 5 } else { 2 }).map_err(|e| CloudError::Start {
             node: spec.name.clone(),
@@ -467,17 +488,55 @@ impl QemuCloud {
         })?;
         let at =
             |i: usize| SocketAddr::from((Ipv4Addr::LOCALHOST, ports.get(i).copied().unwrap_or(0)));
-        let endpoints = NodeEndpoints {
+        Ok(NodeEndpoints {
             verify_http: at(0),
             verify_grpc: at(1),
             init: cp.then(|| at(2)),
             management: cp.then(|| at(3)),
             recovery: cp.then(|| at(4)),
-        };
+        })
+    }
 
-        self.start_swtpm(&spec.name, dir)?;
+    /// Boots an existing node directory again: the kept state disk, TPM state and firmware
+    /// variables, metadata rewritten from `spec`. The recorded loopback ports are reused so
+    /// the endpoints in state stay valid; if one was taken meanwhile, fresh ports are used.
+    fn restart_blocking(
+        &self,
+        node: &NodeRecord,
+        spec: &NodeSpec,
+    ) -> Result<NodeRecord, CloudError> {
+        let dir = self.node_dir(&node.name);
+        for (what, f) in [("state disk", STATE_DISK), ("TPM state directory", "tpm")] {
+            let path = dir.join(f);
+            fs::metadata(&path).map_err(file_err(what, &path))?;
+        }
+        // Leftovers of the previous run (a swtpm whose QEMU died) would keep the old PCRs.
+        self.stop_node_processes(&node.name)?;
+        match self.launch(&dir, spec, &node.endpoints, false) {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                tracing::warn!(node = %node.name, error = %e, "restart on the recorded ports failed; trying fresh ports");
+                let _ = self.stop_node_processes(&node.name);
+                let endpoints = Self::fresh_endpoints(spec)?;
+                self.launch(&dir, spec, &endpoints, false)
+            }
+        }
+    }
+
+    fn launch(
+        &self,
+        dir: &Path,
+        spec: &NodeSpec,
+        endpoints: &NodeEndpoints,
+        manufacture_tpm: bool,
+    ) -> Result<NodeRecord, CloudError> {
+        let image = Path::new(&spec.image);
+        fs::metadata(image).map_err(file_err("image disk", image))?;
+        let fw_cfg = Self::write_metadata(dir, spec)?;
+        let _ = fs::remove_file(dir.join("qmp.sock"));
+        self.start_swtpm(&spec.name, dir, manufacture_tpm)?;
         let out = self
-            .qemu_command(dir, spec, &fw_cfg, &endpoints)
+            .qemu_command(dir, spec, &fw_cfg, endpoints)
             .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -508,12 +567,12 @@ impl QemuCloud {
                 ),
             });
         }
-        tracing::info!(node = %spec.name, dir = %dir.display(), "VM started");
+        tracing::info!(node = %spec.name, dir = %dir.display(), restart = !manufacture_tpm, "VM started");
         Ok(NodeRecord {
             name: spec.name.clone(),
             role: spec.role,
             private_ip: spec.private_ip,
-            endpoints,
+            endpoints: endpoints.clone(),
             image: spec.image.clone(),
         })
     }
@@ -542,7 +601,12 @@ impl QemuCloud {
     fn machine_state_blocking(&self, name: &str) -> MachineState {
         let dir = self.node_dir(name);
         if live_pid(&dir.join("qemu.pid"), &dir).is_none() {
-            return MachineState::Gone;
+            // Not running; with its disks kept it can boot again.
+            return if dir.join(STATE_DISK).is_file() && dir.join("tpm").is_dir() {
+                MachineState::Off
+            } else {
+                MachineState::Gone
+            };
         }
         let running = Self::qmp(&dir, |q| {
             q.execute(&qapi::qmp::query_status {})
@@ -678,6 +742,17 @@ impl super::Cloud for QemuCloud {
         blocking(move || this.machine_state_blocking(&name)).await
     }
 
+    async fn start_node(
+        &self,
+        node: &NodeRecord,
+        spec: &NodeSpec,
+    ) -> Result<NodeRecord, CloudError> {
+        let this = self.clone();
+        let node = node.clone();
+        let spec = spec.clone();
+        blocking(move || this.restart_blocking(&node, &spec)).await
+    }
+
     async fn console_tail(&self, node: &NodeRecord, max_bytes: usize) -> String {
         tail_of(&self.node_dir(&node.name).join("serial.log"), max_bytes)
     }
@@ -759,5 +834,30 @@ mod tests {
         assert!(n.group.is_multicast());
         assert_eq!(n.group.octets()[..2], [239, 255]);
         assert!(n.port >= 20000);
+    }
+
+    #[test]
+    fn a_stopped_node_with_its_disks_is_off_without_them_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let cloud = QemuCloud::new(QemuOptions {
+            work_dir: dir.path().to_path_buf(),
+            vcpus: 1,
+            memory_mib: 512,
+            state_disk_mib: 1,
+            accel: Accel::Tcg,
+            network: PrivateNetwork::random(),
+            ovmf_code: "/nonexistent".into(),
+            ovmf_vars: "/nonexistent".into(),
+        });
+        let node = cloud.node_dir("n");
+        fs::create_dir_all(node.join("tpm")).unwrap();
+        fs::write(node.join(STATE_DISK), b"").unwrap();
+        // A pid file of a process that is not this node's QEMU does not make it run.
+        fs::write(node.join("qemu.pid"), std::process::id().to_string()).unwrap();
+        assert_eq!(cloud.machine_state_blocking("n"), MachineState::Off);
+        fs::remove_file(node.join(STATE_DISK)).unwrap();
+        assert_eq!(cloud.machine_state_blocking("n"), MachineState::Gone);
+        assert_eq!(cloud.machine_state_blocking("other"), MachineState::Gone);
+        assert!(MachineState::Off.is_down() && !MachineState::Stopped.is_down());
     }
 }
