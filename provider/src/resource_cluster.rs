@@ -329,6 +329,74 @@ async fn members(record: &ClusterRecord, owner: &OwnerCredential) -> Result<Clus
     Ok(view)
 }
 
+/// What a wait for nodes reports when it gives up.
+struct WaitWords {
+    /// Summary when a waited-for node's machine went down.
+    stopped: &'static str,
+    /// Per node when the deadline passes, e.g. "has not joined".
+    not_yet: &'static str,
+    /// Summary when the deadline passes.
+    late: &'static str,
+    /// For `pause`: "waiting for …".
+    waiting: &'static str,
+}
+
+/// One round of waiting for `pending` nodes: fails if one of them is down or the deadline is
+/// near (each named with the end of its console log), else pauses.
+async fn wait_round(
+    ctx: &Context,
+    cloud: &dyn Cloud,
+    pending: &[&NodeRecord],
+    deadline: Instant,
+    words: &WaitWords,
+) -> Result<(), Diagnostics> {
+    for n in pending {
+        if cloud.machine_state(n).await.is_down() {
+            return Err(err(
+                words.stopped,
+                format!(
+                    "{} is no longer running. Its console log ends with:\n{}",
+                    n.name,
+                    strip_ansi(&cloud.console_tail(n, 3000).await)
+                ),
+            ));
+        }
+    }
+    if Instant::now() + Duration::from_secs(2) >= deadline {
+        let mut detail = String::new();
+        for n in pending {
+            detail.push_str(&format!(
+                "{} {}. Its console log ends with:\n{}\n",
+                n.name,
+                words.not_yet,
+                strip_ansi(&cloud.console_tail(n, 3000).await)
+            ));
+        }
+        return Err(err(words.late, detail));
+    }
+    pause(ctx, deadline, words.waiting).await
+}
+
+/// Whether the node at `n` attests (fresh nonce, `validators`) with the cluster-ID
+/// measurement of cluster `id`, i.e. it joined, rejoined or was recovered into it.
+async fn attests_membership(n: &NodeRecord, validators: &Validators, id: &[u8]) -> bool {
+    match node_client::verify(n.endpoints.verify_grpc, validators).await {
+        Ok(c) => {
+            let (index, want) =
+                constellation_attest::measurements::cluster_id_measurement(c.variant, id);
+            if c.measurements.get(&index) == Some(&want) {
+                return true;
+            }
+            tracing::warn!(node = %n.name, "node attests but is not a member of this cluster (cluster-ID measurement)");
+            false
+        }
+        Err(e) => {
+            tracing::debug!(node = %n.name, error = %e, "node failed verification");
+            false
+        }
+    }
+}
+
 impl ClusterResource {
     fn schema_v0() -> Schema {
         let qemu = Block::new()
@@ -703,30 +771,13 @@ impl ClusterResource {
             if let Some(refusal) = refusal_of(record, &view.refusals, &missing) {
                 return Err(refusal);
             }
-            for n in &missing {
-                if cloud.machine_state(n).await.is_down() {
-                    return Err(err(
-                        "A node stopped before joining",
-                        format!(
-                            "{} is no longer running. Its console log ends with:\n{}",
-                            n.name,
-                            strip_ansi(&cloud.console_tail(n, 3000).await)
-                        ),
-                    ));
-                }
-            }
-            if Instant::now() + Duration::from_secs(2) >= deadline {
-                let mut detail = String::new();
-                for n in &missing {
-                    detail.push_str(&format!(
-                        "{} has not joined. Its console log ends with:\n{}\n",
-                        n.name,
-                        strip_ansi(&cloud.console_tail(n, 3000).await)
-                    ));
-                }
-                return Err(err("Nodes did not join in time", detail));
-            }
-            pause(ctx, deadline, "waiting for nodes to join").await?;
+            let words = WaitWords {
+                stopped: "A node stopped before joining",
+                not_yet: "has not joined",
+                late: "Nodes did not join in time",
+                waiting: "waiting for nodes to join",
+            };
+            wait_round(ctx, cloud.as_ref(), &missing, deadline, &words).await?;
         }
     }
 
@@ -1279,16 +1330,7 @@ impl ClusterResource {
         loop {
             let mut pending = Vec::new();
             for n in record.nodes.iter().filter(|n| names.contains(&n.name)) {
-                let member = match node_client::verify(n.endpoints.verify_grpc, validators).await {
-                    Ok(c) => {
-                        let (index, want) =
-                            constellation_attest::measurements::cluster_id_measurement(
-                                c.variant, &id,
-                            );
-                        c.measurements.get(&index) == Some(&want)
-                    }
-                    Err(_) => false,
-                };
+                let member = attests_membership(n, validators, &id).await;
                 let serving = match (member, n.endpoints.management) {
                     (true, Some(addr)) => node_client::status(addr, owner).await.is_ok(),
                     (m, _) => m,
@@ -1300,30 +1342,13 @@ impl ClusterResource {
             if pending.is_empty() {
                 return Ok(());
             }
-            for n in &pending {
-                if cloud.machine_state(n).await.is_down() {
-                    return Err(err(
-                        "A restarted node stopped",
-                        format!(
-                            "{} is no longer running. Its console log ends with:\n{}",
-                            n.name,
-                            strip_ansi(&cloud.console_tail(n, 3000).await)
-                        ),
-                    ));
-                }
-            }
-            if Instant::now() + Duration::from_secs(2) >= deadline {
-                let mut detail = String::new();
-                for n in &pending {
-                    detail.push_str(&format!(
-                        "{} did not rejoin. Its console log ends with:\n{}\n",
-                        n.name,
-                        strip_ansi(&cloud.console_tail(n, 3000).await)
-                    ));
-                }
-                return Err(err("Restarted nodes did not rejoin in time", detail));
-            }
-            pause(ctx, deadline, "waiting for restarted nodes to rejoin").await?;
+            let words = WaitWords {
+                stopped: "A restarted node stopped",
+                not_yet: "did not rejoin",
+                late: "Restarted nodes did not rejoin in time",
+                waiting: "waiting for restarted nodes to rejoin",
+            };
+            wait_round(ctx, cloud.as_ref(), &pending, deadline, &words).await?;
         }
     }
 
@@ -1964,20 +1989,8 @@ async fn attested_members(
         return out;
     };
     for n in record.nodes.iter().filter(|n| running.contains(&n.name)) {
-        match node_client::verify(n.endpoints.verify_grpc, &validators).await {
-            Ok(c)
-                if {
-                    let (index, want) =
-                        constellation_attest::measurements::cluster_id_measurement(c.variant, &id);
-                    c.measurements.get(&index) == Some(&want)
-                } =>
-            {
-                out.insert(n.name.clone(), record.image_version.clone());
-            }
-            Ok(_) => {
-                tracing::warn!(node = %n.name, "node attests but is not a member of this cluster (cluster-ID measurement)")
-            }
-            Err(e) => tracing::warn!(node = %n.name, error = %e, "node failed verification"),
+        if attests_membership(n, &validators, &id).await {
+            out.insert(n.name.clone(), record.image_version.clone());
         }
     }
     out

@@ -210,7 +210,12 @@ pub async fn connect_channel(uri: &str, client: AtlsClient) -> Result<Channel, A
             let mut src: Option<&(dyn std::error::Error + 'static)> = Some(&e);
             while let Some(s) = src {
                 if let Some(a) = s.downcast_ref::<AtlsError>() {
-                    return AtlsError::Tls(io::Error::other(a.to_string()));
+                    // The error is borrowed from tonic's; rebuild it without a second
+                    // "TLS handshake failed:" prefix for plain I/O failures.
+                    return AtlsError::Tls(match a {
+                        AtlsError::Tls(io) => io::Error::new(io.kind(), io.to_string()),
+                        other => io::Error::other(other.to_string()),
+                    });
                 }
                 src = s.source();
             }

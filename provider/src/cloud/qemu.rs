@@ -464,8 +464,6 @@ impl QemuCloud {
     /// A new node: firmware variables and a blank state disk, then [`Self::launch`] with fresh
     /// loopback ports and a newly manufactured TPM.
     fn start_in(&self, dir: &Path, spec: &NodeSpec) -> Result<NodeRecord, CloudError> {
-        let image = Path::new(&spec.image);
-        fs::metadata(image).map_err(file_err("image disk", image))?;
         let vars = dir.join("OVMF_VARS.fd");
         fs::copy(&self.opts.ovmf_vars, &vars).map_err(file_err(
             "OVMF variables template (Debian: apt-get install ovmf)",
