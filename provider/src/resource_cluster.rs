@@ -377,6 +377,15 @@ async fn wait_round(
     pause(ctx, deadline, words.waiting).await
 }
 
+/// The nodes to remove so that `want` of `nodes` stay: those on another image than `image`
+/// first, then the newest (highest numbers).
+fn surplus(mut nodes: Vec<NodeRecord>, want: usize, image: &str) -> Vec<NodeRecord> {
+    let excess = nodes.len().saturating_sub(want);
+    nodes.sort_by_key(|n| (n.image == image, std::cmp::Reverse(node_number(&n.name))));
+    nodes.truncate(excess);
+    nodes
+}
+
 /// Whether the node at `n` attests (fresh nonce, `validators`) with the cluster-ID
 /// measurement of cluster `id`, i.e. it joined, rejoined or was recovered into it.
 async fn attests_membership(n: &NodeRecord, validators: &Validators, id: &[u8]) -> bool {
@@ -1481,35 +1490,16 @@ impl ClusterResource {
             .cloned()
             .collect();
         let want = cfg.worker_count as usize;
-        if workers.len() > want {
-            // Workers on an old image go first, then the newest (highest numbers).
-            let mut sorted = workers.clone();
-            sorted.sort_by_key(|n| {
-                (
-                    n.image == record.image_reference,
-                    std::cmp::Reverse(node_number(&n.name)),
-                )
-            });
-            for n in sorted.iter().take(workers.len() - want) {
-                Self::retire_node(&mut record, &owner, n).await?;
-                tracing::info!(node = %n.name, "worker removed");
-            }
+        for n in surplus(workers, want, &record.image_reference) {
+            Self::retire_node(&mut record, &owner, &n).await?;
+            tracing::info!(node = %n.name, "worker removed");
         }
         // Control planes: surplus ones go (the newest first), missing ones join one at a time.
         let cps: Vec<NodeRecord> = record.control_planes().cloned().collect();
         let want_cps = cfg.control_plane_count as usize;
-        if cps.len() > want_cps {
-            let mut sorted = cps.clone();
-            sorted.sort_by_key(|n| {
-                (
-                    n.image == record.image_reference,
-                    std::cmp::Reverse(node_number(&n.name)),
-                )
-            });
-            for n in sorted.iter().take(cps.len() - want_cps) {
-                Self::retire_node(&mut record, &owner, n).await?;
-                tracing::info!(node = %n.name, "control plane removed");
-            }
+        for n in surplus(cps, want_cps, &record.image_reference) {
+            Self::retire_node(&mut record, &owner, &n).await?;
+            tracing::info!(node = %n.name, "control plane removed");
         }
         for old in record.outdated() {
             Self::replace_node(ctx, &mut record, &cfg, &owner, &old, deadline).await?;
@@ -2075,6 +2065,23 @@ mod tests {
         r.image_reference = "/img/v2/disk.raw".into();
         let order: Vec<String> = r.outdated().into_iter().map(|n| n.name).collect();
         assert_eq!(order, ["acc-cp-4", "acc-worker-3"]);
+    }
+
+    #[test]
+    fn surplus_takes_old_images_then_the_newest() {
+        let nodes = vec![
+            node("acc-worker-1", Role::Worker, [10, 0, 0, 101], "/new"),
+            node("acc-worker-2", Role::Worker, [10, 0, 0, 102], "/old"),
+            node("acc-worker-3", Role::Worker, [10, 0, 0, 103], "/new"),
+            node("acc-worker-4", Role::Worker, [10, 0, 0, 104], "/new"),
+        ];
+        let names = |v: Vec<NodeRecord>| v.into_iter().map(|n| n.name).collect::<Vec<_>>();
+        assert_eq!(
+            names(surplus(nodes.clone(), 2, "/new")),
+            ["acc-worker-2", "acc-worker-4"]
+        );
+        assert!(surplus(nodes.clone(), 4, "/new").is_empty());
+        assert!(surplus(nodes, 9, "/new").is_empty());
     }
 
     #[test]

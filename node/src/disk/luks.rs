@@ -211,13 +211,27 @@ impl LuksStateDisk {
     fn write_token(&self, cd: &mut CryptDevice, initialized: bool) -> Result<(), DiskError> {
         let json =
             serde_json::json!({ "type": TOKEN_TYPE, "keyslots": [], TOKEN_FIELD: initialized });
-        let input = match self.read_token(cd)? {
-            Some((id, _)) => TokenInput::ReplaceToken(id, &json),
-            None => TokenInput::AddToken(&json),
+        self.set_token(cd, &json, "write token")
+    }
+
+    /// Replaces the first token of `json`'s type, or adds one.
+    fn set_token(
+        &self,
+        cd: &mut CryptDevice,
+        json: &serde_json::Value,
+        operation: &'static str,
+    ) -> Result<(), DiskError> {
+        let ty = json
+            .get("type")
+            .and_then(|t| t.as_str())
+            .unwrap_or_default();
+        let input = match Self::find_token(cd, ty) {
+            Some((id, _)) => TokenInput::ReplaceToken(id, json),
+            None => TokenInput::AddToken(json),
         };
         cd.token_handle()
             .json_set(input)
-            .map_err(self.err("write token"))?;
+            .map_err(self.err(operation))?;
         Ok(())
     }
 
@@ -644,14 +658,7 @@ impl StateDisk for LuksStateDisk {
             "keyslots": [],
             ENDPOINTS_FIELD: endpoints,
         });
-        let input = match Self::find_token(&mut cd, ENDPOINTS_TOKEN_TYPE) {
-            Some((id, _)) => TokenInput::ReplaceToken(id, &json),
-            None => TokenInput::AddToken(&json),
-        };
-        cd.token_handle()
-            .json_set(input)
-            .map_err(self.err("write endpoints token"))?;
-        Ok(())
+        self.set_token(&mut cd, &json, "write endpoints token")
     }
 
     fn remembered_join_endpoints(&self) -> Result<Vec<String>, DiskError> {

@@ -48,6 +48,12 @@ impl KnownEndpoints {
         self.join_port
     }
 
+    /// Join-service endpoints of the control planes in `cluster` other than `except`, on
+    /// this node's join port.
+    pub fn of_control_planes(&self, cluster: &ClusterState, except: &str) -> Vec<String> {
+        control_plane_endpoints(cluster, except, self.join_port)
+    }
+
     /// The learned endpoints (sorted, unique).
     pub fn learned(&self) -> Vec<String> {
         self.learned

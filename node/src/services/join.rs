@@ -182,11 +182,7 @@ pub fn issue_ticket(
             .map(super::members::settings_to_proto),
         kubernetes_status: cluster.kubernetes_status.clone(),
     });
-    let control_plane_endpoints = super::endpoints::control_plane_endpoints(
-        &cluster,
-        &req.node_name,
-        ctx.endpoints.join_port(),
-    );
+    let control_plane_endpoints = ctx.endpoints.of_control_planes(&cluster, &req.node_name);
     drop(cluster);
     Ok(IssueJoinTicketResponse {
         state_disk_key: disk_key.expose().to_vec(),
@@ -281,11 +277,7 @@ impl JoinService for JoinServer {
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let control_plane_endpoints = {
             let c = self.ctx.cluster.lock().unwrap_or_else(|e| e.into_inner());
-            super::endpoints::control_plane_endpoints(
-                &c,
-                &req.node_name,
-                self.ctx.endpoints.join_port(),
-            )
+            self.ctx.endpoints.of_control_planes(&c, &req.node_name)
         };
         let control_plane = req.is_control_plane.then(|| {
             let c = self.ctx.cluster.lock().unwrap_or_else(|e| e.into_inner());
@@ -337,11 +329,7 @@ impl JoinService for JoinServer {
         }
         Ok(Response::new(GetPeersResponse {
             peers: wire_peers(&c, &req.node_name),
-            control_plane_endpoints: super::endpoints::control_plane_endpoints(
-                &c,
-                &req.node_name,
-                self.ctx.endpoints.join_port(),
-            ),
+            control_plane_endpoints: self.ctx.endpoints.of_control_planes(&c, &req.node_name),
         }))
     }
 }

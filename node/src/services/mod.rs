@@ -174,7 +174,7 @@ impl NodeContext {
             let c = self.cluster.lock().unwrap_or_else(|e| e.into_inner());
             (
                 mesh_for(&c, &self.info.name),
-                endpoints::control_plane_endpoints(&c, &self.info.name, self.endpoints.join_port()),
+                self.endpoints.of_control_planes(&c, &self.info.name),
             )
         };
         self.learn_endpoints(&control_planes);
