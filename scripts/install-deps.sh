@@ -3,8 +3,6 @@
 set -euo pipefail
 
 pkgs=(
-  # gRPC code generation
-  protobuf-compiler
   # vTPM for attestation tests; swtpm_setup for EK certificates
   swtpm swtpm-tools
   # tss-esapi (node-side TPM issuer)

@@ -1,4 +1,5 @@
-//! Compiles the node's .proto files with protoc (Debian `protobuf-compiler`).
+//! Compiles the node's .proto files with protox, a protobuf compiler in Rust, so the build
+//! needs no system `protoc` or well-known-type includes (see docs/architecture.md).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
@@ -13,9 +14,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");
     }
+    let fds = protox::compile(protos, ["proto"])?;
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
-        .compile_protos(&protos, &["proto"])?;
+        .compile_fds(fds)?;
     Ok(())
 }
