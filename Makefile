@@ -8,11 +8,12 @@ CARGO ?= cargo
 # Everything tests need that a fresh Debian 12 machine lacks is installed by this script.
 DEPS := scripts/install-deps.sh
 
-.PHONY: help deps test fmt-check clippy unit docs docs-check fuzz-smoke bench demo demo-destroy image image-check image-run image-boot-time
+.PHONY: help deps test fmt-check clippy unit docs docs-check fuzz-smoke bench demo demo-destroy image image-check image-run image-boot-time test-tofu-cluster
 
 help:
 	@echo "make demo    - run the local example through terraform"
 	@echo "make test    - everything CI runs: fmt, clippy, unit/integration/acceptance tests, docs-check, fuzz smoke"
+	@echo "make test-tofu-cluster - the local cluster lifecycle test (VMs) against OpenTofu"
 	@echo "make bench   - benchmarks (figures printed, nothing asserted)"
 	@echo "make image   - build the node image into image/out/"
 	@echo "make image-check - build the image twice in different directories and compare"
@@ -31,6 +32,11 @@ fmt-check:
 
 clippy:
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+
+# The local cluster lifecycle test (QEMU VMs) against OpenTofu instead of terraform. Needs the
+# node images `make test` builds (CONSTELLATION_TEST_IMAGE_DIR, CONSTELLATION_TEST_TAMPERED_IMAGE_DIR).
+test-tofu-cluster: deps
+	TF_BINARY=$$(bash scripts/build-tofu.sh) $(CARGO) test --locked -p acceptance --test provider_cluster -- --exact local_cluster_lifecycle
 
 unit:
 	$(CARGO) test --locked --workspace

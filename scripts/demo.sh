@@ -15,11 +15,17 @@ cd "$(dirname "$0")/.."
 DEMO_DIR=${DEMO_DIR:-examples/local}
 DEMO_PACKAGE=${DEMO_PACKAGE:-terraform-provider-constellation}
 DEMO_TARGET=${DEMO_TARGET:---bin terraform-provider-constellation}
-DEMO_SOURCE=${DEMO_SOURCE:-registry.terraform.io/constellation-rs/constellation}
 DEMO_VERSION=${DEMO_VERSION:-0.1.0}
 TF=${TF_BINARY:-terraform}
 
 command -v "$TF" >/dev/null || { echo "demo: '$TF' not found: install terraform (or set TF_BINARY=tofu)" >&2; exit 1; }
+# A source without a host ("constellation-rs/constellation") means the CLI's default registry:
+# registry.opentofu.org for OpenTofu, registry.terraform.io for terraform. The mirror must use it.
+default_host=registry.terraform.io
+if env -u TF_CLI_CONFIG_FILE "$TF" version 2>/dev/null | grep -q '^OpenTofu'; then
+  default_host=registry.opentofu.org
+fi
+DEMO_SOURCE=${DEMO_SOURCE:-$default_host/constellation-rs/constellation}
 command -v cargo >/dev/null || { echo "demo: cargo not found: install Rust (see rust-toolchain.toml)" >&2; exit 1; }
 
 # The CLI configuration and mirror live in the example's .terraform/ (gitignored).
@@ -28,9 +34,11 @@ export TF_CLI_CONFIG_FILE="$cli_dir/cli.tfrc" TF_IN_AUTOMATION=1 CHECKPOINT_DISA
 unset TF_CLI_ARGS TF_CLI_ARGS_plan TF_CLI_ARGS_apply TF_DATA_DIR TF_WORKSPACE TF_PLUGIN_CACHE_DIR || true
 
 install_provider() {
-  echo "demo: building $DEMO_PACKAGE $DEMO_TARGET" >&2
+  echo "demo: building $DEMO_PACKAGE $DEMO_TARGET (the first build takes minutes)" >&2
+  # Only the JSON messages on stdout are parsed; cargo's progress bar and Compiling/Finished
+  # lines go to stderr, so a long first build is visibly under way.
   # shellcheck disable=SC2086 # DEMO_TARGET is two words on purpose
-  exe=$(cargo build --locked -q -p "$DEMO_PACKAGE" $DEMO_TARGET --message-format=json-render-diagnostics \
+  exe=$(cargo build --locked -p "$DEMO_PACKAGE" $DEMO_TARGET --message-format=json-render-diagnostics \
     | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
   [ -x "$exe" ] || { echo "demo: cargo did not report the provider executable" >&2; exit 1; }
   local type=${DEMO_SOURCE##*/} os arch

@@ -36,4 +36,13 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-command -v terraform >/dev/null || echo "install-deps: warning: terraform is not on PATH; acceptance tests need it (TF_BINARY)" >&2
+if ! command -v terraform >/dev/null; then
+  # Under CI a missing terraform would fail every acceptance test (constellation-testkit): say so
+  # here, once, instead.
+  if [ "${CI:-}" = true ]; then
+    echo "install-deps: error: terraform is not on PATH and CI=true; install terraform (or set TF_BINARY for the tests)" >&2
+    exit 1
+  fi
+  echo "install-deps: warning: terraform is not on PATH; acceptance tests need it (TF_BINARY)" >&2
+fi
+command -v go >/dev/null || echo "install-deps: warning: go is not on PATH; scripts/build-tofu.sh builds OpenTofu with it (tools/tofu/go.mod)" >&2

@@ -14,15 +14,12 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use acceptance::bench::{RssMeter, compare_plans};
-use acceptance::{Install, ProviderBinary, Terraform, Workspace, workspace_root};
+use acceptance::{Install, ProviderBinary, Workspace, workspace_root};
 
 const SOURCE: &str = "registry.terraform.io/constellation-rs/constellation";
 
 fn main() {
-    let Some(tf) = Terraform::from_env() else {
-        eprintln!("SKIPPED: no terraform CLI found (TF_BINARY or PATH)");
-        return;
-    };
+    let tf = acceptance::require_terraform!();
     let runs: usize = std::env::var("BENCH_RUNS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -108,9 +105,10 @@ output "config" {{
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("image/out"));
     if !image_dir.join("disk.raw").is_file() {
-        println!(
-            "cluster apply: SKIPPED (no image at {}; run `make image`)",
-            image_dir.display()
+        acceptance::testkit::skip(
+            "cluster (cluster apply)",
+            &format!("no node image at {}", image_dir.display()),
+            "run `make image` or set CONSTELLATION_BENCH_IMAGE_DIR",
         );
         return;
     }

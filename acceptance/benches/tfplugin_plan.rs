@@ -7,15 +7,12 @@
 //! Goals from issue 2: ≤ 50 ms added per plan, provider peak RSS ≤ 20 MiB.
 
 use acceptance::bench::{RssMeter, compare_plans};
-use acceptance::{Install, ProviderBinary, Terraform, Workspace};
+use acceptance::{Install, ProviderBinary, Workspace};
 
 const SOURCE: &str = "example.com/tfplugin/tfexample";
 
 fn main() {
-    let Some(tf) = Terraform::from_env() else {
-        eprintln!("SKIPPED: no terraform CLI found (TF_BINARY or PATH)");
-        return;
-    };
+    let tf = acceptance::require_terraform!();
     let runs: usize = std::env::var("BENCH_RUNS")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -4,7 +4,8 @@
 //!
 //! 1. [`ProviderBinary`] builds (once per test process) or locates a provider executable.
 //! 2. [`Terraform::from_env`] finds the CLI (`TF_BINARY`, else `terraform` on `PATH`; `tofu`
-//!    works the same way). Tests call [`require_terraform!`] to skip with a notice when absent.
+//!    works the same way). Tests call [`require_terraform!`], which skips the test when it is
+//!    absent, or fails it under `CI=true` (`constellation_testkit::skip`).
 //! 3. [`Workspace`] is a temporary directory with its own CLI configuration that installs the
 //!    provider either through `dev_overrides` or through a local filesystem mirror (so `terraform
 //!    init` works without any registry), plus helpers to write `.tf` files, run commands, parse
@@ -38,17 +39,20 @@ pub use process::{Running, process_group_members};
 pub use provider::{ProviderBinary, build_example, workspace_root};
 pub use workspace::{Install, Terraform, Workspace};
 
-/// Skips the calling test (returns early with a printed notice) when no terraform CLI is found;
-/// otherwise evaluates to the [`Terraform`] handle.
+#[doc(hidden)]
+pub use constellation_testkit as testkit;
+
+/// Evaluates to the [`Terraform`] handle; when no terraform CLI is found, skips the calling test
+/// (returns early) or, under `CI=true`, fails it (`constellation_testkit::skip`).
 #[macro_export]
 macro_rules! require_terraform {
     () => {
         match $crate::Terraform::from_env() {
             Some(tf) => tf,
             None => {
-                eprintln!(
-                    "SKIPPED: no terraform CLI found (set TF_BINARY or put terraform on PATH; \
-                     scripts/install-deps.sh warns about it)"
+                $crate::testkit::skip_current(
+                    "no terraform CLI found (TF_BINARY, else terraform on PATH)",
+                    "install terraform or set TF_BINARY; scripts/install-deps.sh checks for it",
                 );
                 return;
             }

@@ -25,14 +25,20 @@ pub struct Running {
 }
 
 impl Running {
-    /// Starts `command` as the leader of a new process group with piped output.
-    pub(crate) fn spawn(mut command: Command, args: Vec<String>) -> Result<Self, HarnessError> {
+    /// Starts `command` as the leader of a new process group with piped output, with SIGINT and
+    /// SIGTERM at their default disposition whatever this process inherited.
+    pub(crate) fn spawn(command: Command, args: Vec<String>) -> Result<Self, HarnessError> {
+        let program = command.get_program().to_string_lossy().into_owned();
+        let mut command = if inherits_ignored(&[Signal::SIGINT, Signal::SIGTERM]) {
+            with_default_signals(&command)
+        } else {
+            command
+        };
         command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
-        let program = command.get_program().to_string_lossy().into_owned();
         let mut child = command
             .spawn()
             .map_err(|source| HarnessError::Spawn { program, source })?;
@@ -203,6 +209,55 @@ impl Drop for GroupGuard {
     }
 }
 
+/// True when any of `signals` is ignored in this process (read from `/proc/self/status`; false
+/// where that cannot be read). An ignored signal stays ignored across `exec`, and a shell cannot
+/// trap a signal that was ignored when it started: a test run launched from a background job of a
+/// non-interactive shell would hand terraform a SIGINT it can never receive.
+fn inherits_ignored(signals: &[Signal]) -> bool {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
+    let Some(mask) = ignored_mask(&status) else {
+        return false;
+    };
+    signals.iter().any(|s| {
+        let bit = *s as i32 - 1;
+        (0..64).contains(&bit) && mask & (1u64 << bit) != 0
+    })
+}
+
+/// The `SigIgn` bit mask of a `/proc/<pid>/status` text (bit n-1 for signal n).
+fn ignored_mask(status: &str) -> Option<u64> {
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))?
+        .trim();
+    u64::from_str_radix(hex, 16).ok()
+}
+
+/// `command` run through `env --default-signal=INT,TERM` (GNU coreutils), which resets both
+/// signals to their default disposition and then executes the program in place (same pid, so
+/// the process group is unchanged). Resetting them in the child directly would need `unsafe`
+/// (`pre_exec`, `sigaction`), which the workspace forbids.
+fn with_default_signals(command: &Command) -> Command {
+    let mut wrapped = Command::new("env");
+    wrapped
+        .arg("--default-signal=INT,TERM")
+        .arg("--")
+        .arg(command.get_program())
+        .args(command.get_args());
+    if let Some(dir) = command.get_current_dir() {
+        wrapped.current_dir(dir);
+    }
+    for (key, value) in command.get_envs() {
+        match value {
+            Some(value) => wrapped.env(key, value),
+            None => wrapped.env_remove(key),
+        };
+    }
+    wrapped
+}
+
 fn drain(
     mut r: impl Read + Send + 'static,
     live: Option<Arc<Mutex<String>>>,
@@ -323,6 +378,53 @@ mod tests {
             HarnessError::Timeout { output, .. } => assert!(output.contains("started")),
             other => panic!("unexpected {other}"),
         }
+    }
+
+    #[test]
+    fn ignored_mask_is_read_from_proc_status() {
+        let status = "Name:\tcargo\nSigBlk:\t0000000000000000\nSigIgn:\t0000000000004002\n";
+        let mask = ignored_mask(status).unwrap();
+        assert_eq!(
+            mask,
+            (1 << (Signal::SIGINT as i32 - 1)) | (1 << (Signal::SIGTERM as i32 - 1))
+        );
+        assert_eq!(ignored_mask("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn wrapped_command_keeps_arguments_directory_and_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo \"$(pwd -P) $A ${HOME-unset}\"; exit 3"])
+            .current_dir(dir.path())
+            .env("A", "a b")
+            .env_remove("HOME");
+        let out = Running::spawn(with_default_signals(&cmd), Vec::new())
+            .unwrap()
+            .wait(Duration::from_secs(60))
+            .unwrap();
+        let pwd = dir.path().canonicalize().unwrap();
+        assert_eq!(out.stdout, format!("{} a b unset\n", pwd.display()));
+        assert_eq!(out.status.code(), Some(3));
+    }
+
+    /// The interrupt test again, in a child test process that starts with SIGINT and SIGTERM
+    /// ignored (as under `trap "" INT` in a non-interactive shell).
+    #[test]
+    fn interrupt_reaches_the_group_when_the_test_process_ignores_sigint() {
+        let out = Command::new("env")
+            .arg("--ignore-signal=INT,TERM")
+            .arg(std::env::current_exe().unwrap())
+            .args(["--exact", "process::tests::interrupt_reaches_the_group"])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("1 passed"), "{stdout}");
     }
 
     #[test]

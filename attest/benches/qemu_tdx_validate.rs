@@ -49,7 +49,10 @@ fn main() {
     let doc = AttestationDocument::new(Variant::QemuTdx, user.to_vec(), Evidence::Tdx(ev.clone()))
         .to_bytes();
     let policy = serde_json::json!({"version": 1, "tdx": {"root_ca_pem": p.root_pem()}});
-    let json = serde_json::json!({"variant": "qemu-tdx", "measurements": {}, "policy": policy});
+    // MRTD of the synthetic quote, enforced: a config must pin the boot.
+    let measurements = serde_json::json!({"0": {"expected": "44".repeat(48), "warnOnly": false}});
+    let json =
+        serde_json::json!({"variant": "qemu-tdx", "measurements": measurements, "policy": policy});
     let c = AttestationConfig::from_json(json.to_string().as_bytes()).unwrap();
     let cached = Validators::new(c.validators().unwrap());
     let t_cached = per_op(|| {

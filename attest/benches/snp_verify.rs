@@ -30,7 +30,10 @@ fn main() {
         std::fs::read(format!("{dir}snp/milan-vcek-report-trustee.bin")),
         std::fs::read(format!("{dir}snp/milan-vcek-trustee.der")),
     ) else {
-        eprintln!("snp_verify: SKIPPED (shared testdata absent)");
+        constellation_testkit::skip_current(
+            "the shared testdata folder ../shared/testdata is absent",
+            "put it next to the repository clone",
+        );
         return;
     };
     let leaf = Cert::from_der(&vcek).expect("VCEK parses");

@@ -33,7 +33,10 @@ fn main() {
         read("tdx/go-tdx-guest-qe-identity-2023-06.json"),
         read("intel-roots/intel-tcb-signing-chain.pem"),
     ) else {
-        eprintln!("tdx_verify: SKIPPED (shared testdata absent)");
+        constellation_testkit::skip_current(
+            "the shared testdata folder ../shared/testdata is absent",
+            "put it next to the repository clone",
+        );
         return;
     };
     let files = CollateralFiles {

@@ -44,6 +44,18 @@ pub enum ConfigError {
     /// The variant needs settings the policy lacks.
     #[error("attestation variant {0} needs more policy settings: {1}")]
     Incomplete(Variant, String),
+    /// No boot register is enforced, so the config would admit any image.
+    #[error(
+        "attestation config for {variant} enforces no boot measurement, so it would accept any \
+         image: give at least one of {registers} an expected value with \"warnOnly\": false \
+         (normally the image's measurements, e.g. `data.constellation_image.this.measurements`)"
+    )]
+    FailOpen {
+        /// The config's variant.
+        variant: Variant,
+        /// The registers that pin the booted image, for the message.
+        registers: &'static str,
+    },
     /// This build has no validator for the variant (every known variant has one today; kept
     /// for variants added later).
     #[error(
@@ -123,9 +135,46 @@ impl AttestationConfig {
                     .map_err(|e| ConfigError::Incomplete(self.variant, e.to_string()))?,
             ),
         };
+        self.check_enforces_boot()?;
         Ok(vec![v])
     }
+
+    /// Refuses a fail-open config: one where no register that pins the booted image (the boot
+    /// loader, kernel, initrd and command line; MRTD/RTMR0-2 on qemu-tdx) is enforced. Firmware
+    /// PCRs and the cluster-ID register alone say nothing about the image, and warn-only
+    /// entries only log. Every consumer (data source, cluster resource, the node's Init and
+    /// SetAttestationConfig) builds validators through here, so the rule has one source.
+    pub fn check_enforces_boot(&self) -> Result<(), ConfigError> {
+        let (indices, registers): (&[u32], &'static str) = match self.variant {
+            Variant::QemuTdx => (
+                &[
+                    crate::qemu_tdx::MRTD_INDEX,
+                    crate::qemu_tdx::RTMR0_INDEX,
+                    crate::qemu_tdx::RTMR0_INDEX + 1,
+                    crate::qemu_tdx::RTMR0_INDEX + 2,
+                ],
+                "measurements 0 (MRTD), 1, 2, 3 (RTMR0-2)",
+            ),
+            _ => (&BOOT_PCRS, "PCRs 4, 8, 9, 11, 12"),
+        };
+        let enforced = self
+            .measurements
+            .0
+            .iter()
+            .any(|(i, m)| indices.contains(i) && !m.warn_only);
+        if enforced {
+            return Ok(());
+        }
+        Err(ConfigError::FailOpen {
+            variant: self.variant,
+            registers,
+        })
+    }
 }
+
+/// vTPM PCRs that pin the booted image: 4 (boot loader / UKI), 8 and 9 (kernel command line,
+/// kernel and initrd), 11 (UKI sections), 12 (kernel command line and credentials).
+const BOOT_PCRS: [u32; 5] = [4, 8, 9, 11, 12];
 
 /// Variants [`AttestationConfig::validators`] supports (some need cloud settings in the policy:
 /// gcp-sev-es needs `policy.gcp.compute_api_url`, azure-trustedlaunch
@@ -187,7 +236,13 @@ mod tests {
         assert_eq!(supported_variants().len(), Variant::ALL.len());
         for v in Variant::ALL {
             assert!(supported_variants().contains(&v), "{v}");
-            let json = serde_json::json!({"variant": v, "measurements": {}, "policy": policy});
+            let m = if v == Variant::QemuTdx { "1" } else { "4" };
+            let expected = if v == Variant::QemuTdx {
+                "ab".repeat(48)
+            } else {
+                "ab".repeat(32)
+            };
+            let json = serde_json::json!({"variant": v, "measurements": {m: {"expected": expected, "warnOnly": false}}, "policy": policy});
             let c = AttestationConfig::from_json(json.to_string().as_bytes()).unwrap();
             let vals = c.validators().unwrap();
             assert_eq!(vals.len(), 1);
@@ -212,6 +267,55 @@ mod tests {
                 matches!(e, ConfigError::Incomplete(..)) && e.to_string().contains(missing),
                 "{e}"
             );
+        }
+    }
+
+    #[test]
+    fn refuses_fail_open_configs() {
+        let pcr = |warn: bool| serde_json::json!({"expected": "ab".repeat(32), "warnOnly": warn});
+        let mr = |warn: bool| serde_json::json!({"expected": "ab".repeat(48), "warnOnly": warn});
+        for (variant, measurements) in [
+            ("qemu-vtpm", serde_json::json!({})),
+            ("qemu-vtpm", serde_json::json!({"4": pcr(true)})),
+            (
+                "qemu-vtpm",
+                serde_json::json!({"4": pcr(true), "9": pcr(true), "11": pcr(true)}),
+            ),
+            // Firmware and cluster-ID registers alone do not pin the image.
+            (
+                "qemu-vtpm",
+                serde_json::json!({"0": pcr(false), "7": pcr(false), "15": pcr(false)}),
+            ),
+            ("aws-sev-snp", serde_json::json!({"9": pcr(true)})),
+            (
+                "qemu-tdx",
+                serde_json::json!({"4": mr(false), "1": mr(true)}),
+            ),
+        ] {
+            let json = serde_json::json!({"variant": variant, "measurements": measurements});
+            let c = AttestationConfig::from_json(json.to_string().as_bytes()).unwrap();
+            let e = c.validators().err().unwrap();
+            assert!(
+                matches!(e, ConfigError::FailOpen { .. }),
+                "{variant} {json}: {e}"
+            );
+            assert!(e.to_string().contains("\"warnOnly\": false"), "{e}");
+        }
+        // One enforced boot register is enough, warn-only entries beside it are fine.
+        for (variant, measurements) in [
+            (
+                "qemu-vtpm",
+                serde_json::json!({"4": pcr(false), "0": pcr(true)}),
+            ),
+            ("qemu-vtpm", serde_json::json!({"12": pcr(false)})),
+            (
+                "qemu-tdx",
+                serde_json::json!({"0": mr(false), "4": mr(true)}),
+            ),
+        ] {
+            let json = serde_json::json!({"variant": variant, "measurements": measurements});
+            let c = AttestationConfig::from_json(json.to_string().as_bytes()).unwrap();
+            c.validators().unwrap();
         }
     }
 

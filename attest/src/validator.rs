@@ -83,7 +83,7 @@ pub enum PlatformClaims {
     /// qemu-vtpm: the attestation key is trusted because the host (which runs swtpm) supplied
     /// it. There is no hardware root; the TPM checks still all apply.
     HostTrustedAk,
-    /// Cloud variants (helper D): hardware evidence (SEV-SNP report, TDX quote, Azure HCL
+    /// Cloud variants: hardware evidence (SEV-SNP report, TDX quote, Azure HCL
     /// report) verified and binding the AK; `claims` is the verifier's JSON claims.
     HardwareVerified {
         /// The verified hardware claims (see docs/attestation-policy.md).

@@ -8,8 +8,7 @@ use common::testdata_dir;
 use std::process::Command;
 
 fn run(args: &[&str]) -> Option<(i32, serde_json::Value, String)> {
-    if !testdata_dir().join("MANIFEST.md").exists() {
-        eprintln!("SKIPPED: shared testdata folder absent");
+    if !common::have_testdata() {
         return None;
     }
     let out = Command::new(env!("CARGO_BIN_EXE_attest-verify"))
@@ -178,7 +177,7 @@ fn collateral_dir(tcb: &str) -> tempfile::TempDir {
 
 #[test]
 fn tdx_quote_up_to_date_with_collateral() {
-    if !testdata_dir().join("MANIFEST.md").exists() {
+    if !common::have_testdata() {
         return;
     }
     let d = collateral_dir("tdx/go-tdx-guest-tcbinfo-fmspc90c06f-2026-02.json");
@@ -266,12 +265,12 @@ fn unreadable_inputs_exit_2() {
 
 #[test]
 fn tpm_document_form_uses_the_vtpm_validator() {
-    // Documents recorded from swtpm by helper C (attest/tests/data), bound to nonce 07…07.
+    // Documents recorded from swtpm (attest/tests/data), bound to nonce 07…07.
     let data = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/");
     let doc = format!("{data}qemu-vtpm-rsa.cbor");
     let m = format!("{data}qemu-vtpm-rsa.measurements.json");
     if !std::path::Path::new(&doc).exists() {
-        eprintln!("SKIPPED: {doc} absent");
+        constellation_testkit::skip_current(&format!("{doc} is absent"), "restore it from git");
         return;
     }
     let bin = env!("CARGO_BIN_EXE_attest-verify");
@@ -439,6 +438,156 @@ fn qemu_tdx_document_form_checks_quote_collateral_binding_and_measurements() {
     let (code, _, err) = run_bin(&["tpm", "--document", &doc_p, "--measurements", &m_p]);
     assert_eq!(code, 2);
     assert!(err.contains("qemu-tdx"), "{err}");
+
+    // --config: measurements and policy from the data source's config_json.
+    let config = |name: &str, m: &str, policy: serde_json::Value| {
+        let c = constellation_attest::config::AttestationConfig {
+            variant: constellation_attest::Variant::QemuTdx,
+            measurements: constellation_attest::Measurements::from_json(
+                &std::fs::read_to_string(m).unwrap(),
+            )
+            .unwrap(),
+            policy: serde_json::from_value(policy).unwrap(),
+        };
+        let p = path(name);
+        std::fs::write(&p, c.to_json()).unwrap();
+        p
+    };
+    let policy = serde_json::json!({"version": 1, "tdx": {"root_ca_pem": p.root_pem()}});
+    let with_config = |c: &str| {
+        with_col(vec![
+            "qemu-tdx".to_string(),
+            "--document".into(),
+            doc_p.clone(),
+            "--config".into(),
+            c.into(),
+            "--nonce".into(),
+            nonce_hex.clone(),
+            "--at".into(),
+            "skip".into(),
+        ])
+    };
+    let good = config("config.json", &m_p, policy.clone());
+    let (code, j, err) = run_bin_owned(&with_config(&good));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(j["claims"]["qemu_tdx"]["variant"], "qemu-tdx");
+    // Wrong MRTD in the config: exit 1 naming the mismatch.
+    let (code, j, err) = run_bin_owned(&with_config(&config("config-bad.json", &m_bad, policy)));
+    assert_eq!(code, 1, "{err}");
+    assert!(j["failures"][0].as_str().unwrap().contains("differ"), "{j}");
+    // The config's policy applies: without its test root CA the quote's chain is untrusted.
+    let strict = config(
+        "config-strict.json",
+        &m_p,
+        serde_json::json!({"version": 1}),
+    );
+    let (code, _, err) = run_bin_owned(&with_config(&strict));
+    assert_eq!(code, 1, "{err}");
+    // --config excludes --policy (usage error, exit 2).
+    let mut both = with_config(&good);
+    both.extend(["--policy".to_string(), pol.clone()]);
+    let (code, _, err) = run_bin_owned(&both);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("--policy") && err.contains("--config"),
+        "{err}"
+    );
+}
+
+#[test]
+fn config_form_checks_the_data_source_config() {
+    use constellation_attest::{Measurements, Variant, config::AttestationConfig};
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/");
+    let doc = format!("{data}qemu-vtpm-rsa.cbor");
+    let m = format!("{data}qemu-vtpm-rsa.measurements.json");
+    if !std::path::Path::new(&doc).exists() {
+        constellation_testkit::skip_current(&format!("{doc} is absent"), "restore it from git");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let nonce = "07".repeat(32);
+    // What `terraform output -raw` gives for `data.constellation_attestation.x.config_json`.
+    let write = |name: &str, variant: Variant, measurements: &serde_json::Value| {
+        let m = Measurements::from_json(&measurements.to_string()).unwrap();
+        let p = d.path().join(name);
+        std::fs::write(&p, AttestationConfig::new(variant, m).to_json()).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let mut good: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&m).unwrap()).unwrap();
+    let config = write("good.json", Variant::QemuVtpm, &good);
+    let verify = |config: &str| {
+        run_bin(&[
+            "tpm",
+            "--document",
+            &doc,
+            "--config",
+            config,
+            "--nonce",
+            &nonce,
+        ])
+    };
+
+    let (code, j, err) = verify(&config);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(j["claims"]["tpm"]["variant"], "qemu-vtpm");
+
+    // PCR 4 differs from the document's: exit 1 naming it.
+    good["4"]["expected"] = serde_json::json!("00".repeat(32));
+    let bad = write("bad.json", Variant::QemuVtpm, &good);
+    let (code, j, err) = verify(&bad);
+    assert_eq!(code, 1, "{err}");
+    let failure = j["failures"][0].as_str().unwrap();
+    assert!(failure.contains("index 4:"), "{j}");
+
+    // A config for another variant refuses the document.
+    let other = write("azure.json", Variant::AzureSevSnp, &good);
+    let (code, j, err) = verify(&other);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        j["failures"][0]
+            .as_str()
+            .unwrap()
+            .contains("requires azure-sev-snp"),
+        "{j}"
+    );
+
+    // Unreadable, invalid or quoted (`terraform output` without -raw) configs: exit 2.
+    let (code, _, err) = verify(d.path().join("absent.json").to_str().unwrap());
+    assert_eq!(code, 2);
+    assert!(err.contains("cannot read"), "{err}");
+    let invalid = d.path().join("invalid.json");
+    std::fs::write(&invalid, r#"{"variant":"qemu-vtpm"}"#).unwrap();
+    let (code, _, err) = verify(invalid.to_str().unwrap());
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("--config") && err.contains("measurements"),
+        "{err}"
+    );
+    let quoted = d.path().join("quoted.json");
+    let raw = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&quoted, serde_json::to_string(&raw).unwrap()).unwrap();
+    let (code, _, err) = verify(quoted.to_str().unwrap());
+    assert_eq!(code, 2);
+    assert!(err.contains("terraform output -raw"), "{err}");
+
+    // --config excludes --measurements and --policy; one of --config, --measurements is needed.
+    for extra in [["--measurements", m.as_str()], ["--policy", m.as_str()]] {
+        let (code, _, err) = run_bin(&[
+            "tpm",
+            "--document",
+            &doc,
+            "--config",
+            &config,
+            extra[0],
+            extra[1],
+        ]);
+        assert_eq!(code, 2);
+        assert!(err.contains("cannot be used with"), "{err}");
+    }
+    let (code, _, err) = run_bin(&["tpm", "--document", &doc]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--measurements"), "{err}");
 }
 
 #[test]
@@ -447,7 +596,7 @@ fn tpm_form_uses_the_validator_of_the_documents_variant() {
     let src = format!("{data}qemu-vtpm-rsa.cbor");
     let m = format!("{data}qemu-vtpm-rsa.measurements.json");
     if !std::path::Path::new(&src).exists() {
-        eprintln!("SKIPPED: {src} absent");
+        constellation_testkit::skip_current(&format!("{src} is absent"), "restore it from git");
         return;
     }
     let d = tempfile::tempdir().unwrap();

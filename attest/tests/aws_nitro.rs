@@ -202,7 +202,8 @@ fn config_needs_the_ec2_endpoint() {
             .to_string()
             .contains("ec2_api_url")
     );
-    let json = serde_json::json!({"variant": "aws-nitro-tpm", "measurements": {},
+    let pcr4 = serde_json::json!({"4": {"expected": "ab".repeat(32), "warnOnly": false}});
+    let json = serde_json::json!({"variant": "aws-nitro-tpm", "measurements": pcr4,
         "policy": {"version": 1, "aws": {"ec2_api_url": "http://127.0.0.1:1", "region": "eu-central-1"}}});
     let c = AttestationConfig::from_json(json.to_string().as_bytes()).unwrap();
     assert_eq!(c.validators().unwrap().len(), 1);

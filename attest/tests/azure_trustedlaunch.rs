@@ -7,7 +7,7 @@ mod common;
 use std::sync::OnceLock;
 
 use common::http::{Routes, Server};
-use common::synth::{Signer, Y2020, Y2040, make_cert};
+use common::synth::{Signer, Y2020, Y2040, ak_eku_ext, ca_exts, make_cert};
 use common::synth_tdx::pem;
 use common::synth_tpm::{self, Ak};
 use constellation_attest::azure::trustedlaunch::{
@@ -54,7 +54,7 @@ fn pki() -> &'static Pki {
             &spki(&root_key),
             1,
             (Y2020, Y2040),
-            &[],
+            &ca_exts(None),
             Signer::RsaPkcs1(&root_key),
         );
         let intermediate = make_cert(
@@ -63,7 +63,7 @@ fn pki() -> &'static Pki {
             &spki(&inter_key),
             2,
             (Y2020, Y2040),
-            &[],
+            &ca_exts(None),
             Signer::RsaPkcs1(&root_key),
         );
         let other_key = rsa_key();
@@ -73,7 +73,7 @@ fn pki() -> &'static Pki {
             &spki(&other_key),
             1,
             (Y2020, Y2040),
-            &[],
+            &ca_exts(None),
             Signer::RsaPkcs1(&other_key),
         );
         Pki {
@@ -107,10 +107,13 @@ fn ak_cert(ak: &Ak, validity: (u64, u64)) -> Vec<u8> {
         &ak.spki_der,
         7,
         validity,
-        &[(
-            "1.3.6.1.5.5.7.1.1",
-            aia(&format!("http://crl.microsoft.com{AIA_PATH}")),
-        )],
+        &[
+            (
+                "1.3.6.1.5.5.7.1.1",
+                aia(&format!("http://crl.microsoft.com{AIA_PATH}")),
+            ),
+            ak_eku_ext(),
+        ],
         Signer::RsaPkcs1(&p.inter_key),
     )
 }
@@ -256,4 +259,204 @@ fn needs_roots_in_the_policy() {
     let c = AttestationConfig::from_json(json.to_string().as_bytes()).unwrap();
     let e = c.validators().err().unwrap();
     assert!(e.to_string().contains("trusted_launch_roots_pem"), "{e}");
+}
+
+/// CA constraints on the AK chain, on an rcgen-built PKI (ECDSA P-256): a VM's own AK
+/// certificate must not be able to issue a certificate for a software key.
+mod constraints {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose, PublicKeyData,
+    };
+
+    use super::*;
+    use constellation_attest::certs::CertError;
+
+    const AIK: &[u64] = &[2, 23, 133, 8, 3];
+
+    struct Ca {
+        der: Vec<u8>,
+        issuer: Issuer<'static, KeyPair>,
+    }
+
+    fn params(cn: &str) -> CertificateParams {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p
+    }
+
+    fn ca_params(cn: &str, path_len: Option<u8>) -> CertificateParams {
+        let mut p = params(cn);
+        p.is_ca = IsCa::Ca(path_len.map_or(BasicConstraints::Unconstrained, |n| {
+            BasicConstraints::Constrained(n)
+        }));
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        p
+    }
+
+    fn root(cn: &str) -> Ca {
+        let key = KeyPair::generate().unwrap();
+        let p = ca_params(cn, None);
+        let der = p.self_signed(&key).unwrap().der().to_vec();
+        Ca {
+            der,
+            issuer: Issuer::new(p, key),
+        }
+    }
+
+    /// A certificate from `p` for a fresh key, signed by `by`, usable as an issuer.
+    fn issue(p: CertificateParams, by: &Ca) -> Ca {
+        let key = KeyPair::generate().unwrap();
+        let der = p.signed_by(&key, &by.issuer).unwrap().der().to_vec();
+        Ca {
+            der,
+            issuer: Issuer::new(p, key),
+        }
+    }
+
+    /// An AK-profile certificate (end entity, AIK EKU, digitalSignature) for the quoting AK.
+    fn ak_params(cn: &str) -> CertificateParams {
+        let mut p = params(cn);
+        p.is_ca = IsCa::ExplicitNoCa;
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::Other(AIK.to_vec())];
+        p
+    }
+
+    /// The quoting AK's RSA public key, for rcgen to certify.
+    struct AkPublic(Vec<u8>);
+
+    impl PublicKeyData for AkPublic {
+        fn der_bytes(&self) -> &[u8] {
+            &self.0
+        }
+        fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+            &rcgen::PKCS_RSA_SHA256
+        }
+    }
+
+    fn for_ak(p: CertificateParams, ak: &Ak, by: &Ca) -> Vec<u8> {
+        use rsa::pkcs1::EncodeRsaPublicKey;
+        let pkcs1 = ak.key.to_public_key().to_pkcs1_der().unwrap();
+        let key = AkPublic(pkcs1.as_bytes().to_vec());
+        p.signed_by(&key, &by.issuer).unwrap().der().to_vec()
+    }
+
+    fn validate(root: &Ca, leaf: &[u8], intermediates: &[&[u8]]) -> Result<(), TrustedLaunchError> {
+        let ak = synth_tpm::ak();
+        let info = TrustedLaunchInstanceInfo {
+            ak_cert: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, leaf),
+            intermediates_pem: intermediates.iter().map(|d| pem(d)).collect(),
+        };
+        validators(roots_policy(&root.der))
+            .validate_bytes(&doc(ak, &info), NONCE, USER)
+            .map(|_| ())
+            .map_err(tl_err)
+    }
+
+    #[test]
+    fn rcgen_ak_chain_with_ca_constraints_verifies() {
+        let r = root("TL Root");
+        let i = issue(ca_params("TL Intermediate", Some(0)), &r);
+        let leaf = for_ak(ak_params("vm-ak"), synth_tpm::ak(), &i);
+        validate(&r, &leaf, &[&i.der]).unwrap();
+    }
+
+    /// The review's attack: a VM's genuine AK certificate (an end entity) "issues" a
+    /// certificate for a software AK. Refused, naming the AK certificate used as issuer.
+    #[test]
+    fn neg_intermediate_is_an_end_entity_certificate() {
+        let r = root("TL Root");
+        let i = issue(ca_params("TL Intermediate", Some(0)), &r);
+        let vm_ak = issue(ak_params("genuine-vm-ak"), &i);
+        let forged = for_ak(ak_params("forged-ak"), synth_tpm::ak(), &vm_ak);
+        let e = validate(&r, &forged, &[&vm_ak.der, &i.der]).unwrap_err();
+        assert!(
+            matches!(&e, TrustedLaunchError::Cert(CertError::IssuerNotCa { issuer, subject })
+                if issuer == "genuine-vm-ak" && subject == "forged-ak"),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("'genuine-vm-ak'"), "{e}");
+    }
+
+    #[test]
+    fn neg_ak_certificate_without_the_ak_eku() {
+        let r = root("TL Root");
+        let i = issue(ca_params("TL Intermediate", None), &r);
+        let mut p = ak_params("tls-leaf");
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let leaf = for_ak(p, synth_tpm::ak(), &i);
+        let e = validate(&r, &leaf, &[&i.der]).unwrap_err();
+        assert!(
+            matches!(&e, TrustedLaunchError::Cert(CertError::MissingEku { subject, .. }) if subject == "tls-leaf"),
+            "{e:?}"
+        );
+        let mut p = ak_params("no-eku");
+        p.extended_key_usages = vec![];
+        let leaf = for_ak(p, synth_tpm::ak(), &i);
+        let e = validate(&r, &leaf, &[&i.der]).unwrap_err();
+        assert!(
+            matches!(&e, TrustedLaunchError::Cert(CertError::MissingEku { .. })),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn neg_ak_certificate_that_is_a_ca() {
+        let r = root("TL Root");
+        let i = issue(ca_params("TL Intermediate", None), &r);
+        let mut p = ak_params("ca-leaf");
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let leaf = for_ak(p, synth_tpm::ak(), &i);
+        let e = validate(&r, &leaf, &[&i.der]).unwrap_err();
+        assert!(
+            matches!(&e, TrustedLaunchError::Cert(CertError::LeafIsCa { subject }) if subject == "ca-leaf"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn neg_issuer_without_key_cert_sign() {
+        let r = root("TL Root");
+        let mut p = ca_params("TL Signing-only CA", None);
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let i = issue(p, &r);
+        let leaf = for_ak(ak_params("vm-ak"), synth_tpm::ak(), &i);
+        let e = validate(&r, &leaf, &[&i.der]).unwrap_err();
+        assert!(
+            matches!(&e, TrustedLaunchError::Cert(CertError::IssuerNoKeyCertSign { issuer, .. })
+                if issuer == "TL Signing-only CA"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn neg_path_length_exceeded() {
+        let r = root("TL Root");
+        let upper = issue(ca_params("TL Upper CA", Some(0)), &r);
+        let lower = issue(ca_params("TL Lower CA", None), &upper);
+        let leaf = for_ak(ak_params("vm-ak"), synth_tpm::ak(), &lower);
+        let e = validate(&r, &leaf, &[&lower.der, &upper.der]).unwrap_err();
+        assert!(
+            matches!(&e, TrustedLaunchError::Cert(CertError::PathLenExceeded { issuer, limit: 0, found: 1 })
+                if issuer == "TL Upper CA"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn neg_expired_intermediate() {
+        let r = root("TL Root");
+        let mut p = ca_params("TL Expired CA", None);
+        p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        let i = issue(p, &r);
+        let leaf = for_ak(ak_params("vm-ak"), synth_tpm::ak(), &i);
+        let e = validate(&r, &leaf, &[&i.der]).unwrap_err();
+        assert!(
+            matches!(&e, TrustedLaunchError::Expired { subject, .. } if subject == "TL Expired CA"),
+            "{e:?}"
+        );
+    }
 }

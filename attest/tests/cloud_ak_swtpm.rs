@@ -12,7 +12,9 @@ use std::sync::Arc;
 
 use base64::Engine;
 use common::http::{Routes, Server};
-use common::synth::{self, HWID, Rep, Signer, TCB, Y2020, Y2040, make_cert, vcek};
+use common::synth::{
+    self, HWID, Rep, Signer, TCB, Y2020, Y2040, ak_eku_ext, ca_exts, make_cert, vcek,
+};
 use common::synth_tdx::{self, QuoteSpec, pem};
 use common::synth_tpm;
 use constellation_attest::azure::trustedlaunch::{TrustedLaunchError, TrustedLaunchInstanceInfo};
@@ -331,7 +333,7 @@ fn tl_pki() -> &'static TlPki {
             &spki(&root_key),
             1,
             (Y2020, Y2040),
-            &[],
+            &ca_exts(None),
             Signer::RsaPkcs1(&root_key),
         );
         let intermediate = make_cert(
@@ -340,7 +342,7 @@ fn tl_pki() -> &'static TlPki {
             &spki(&inter_key),
             2,
             (Y2020, Y2040),
-            &[],
+            &ca_exts(None),
             Signer::RsaPkcs1(&root_key),
         );
         TlPki {
@@ -358,7 +360,7 @@ fn ak_cert(spki: &[u8]) -> Vec<u8> {
         spki,
         7,
         (Y2020, Y2040),
-        &[],
+        &[ak_eku_ext()],
         Signer::RsaPkcs1(&tl_pki().inter_key),
     )
 }

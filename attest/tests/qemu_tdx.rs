@@ -173,7 +173,7 @@ fn neg_qemu_tdx_measurements_list_every_mismatch() {
 fn neg_qemu_tdx_event_log_does_not_replay() {
     let f = fixture();
     let (other_log, _) = ccel(&[(1, b"other firmware")]);
-    let v = validators(&f, serde_json::json!({}));
+    let v = validators(&f, measurements(&f.spec));
     let d = doc(&f, &f.spec, Some(&other_log), true);
     match v.validate_bytes(&d, NONCE, USER).unwrap_err() {
         ValidationError::EventLogReplayMismatch(m) => {
@@ -186,7 +186,7 @@ fn neg_qemu_tdx_event_log_does_not_replay() {
 #[test]
 fn neg_qemu_tdx_event_log_garbage() {
     let f = fixture();
-    let v = validators(&f, serde_json::json!({}));
+    let v = validators(&f, measurements(&f.spec));
     let d = doc(&f, &f.spec, Some(b"not an event log at all, sorry"), true);
     let e = v.validate_bytes(&d, NONCE, USER).unwrap_err();
     let ValidationError::Platform { source, .. } = e else {
@@ -201,7 +201,7 @@ fn neg_qemu_tdx_event_log_garbage() {
 #[test]
 fn neg_qemu_tdx_without_collateral_under_default_policy() {
     let f = fixture();
-    let v = validators(&f, serde_json::json!({}));
+    let v = validators(&f, measurements(&f.spec));
     let d = doc(&f, &f.spec, None, false);
     let errs = quote_errors(v.validate_bytes(&d, NONCE, USER).unwrap_err());
     assert!(
@@ -225,7 +225,7 @@ fn neg_qemu_tdx_signed_by_wrong_pck() {
             collateral: Some(TdxCollateral::from_files(&f.pki.collateral())),
         }),
     );
-    let v = validators(&f, serde_json::json!({}));
+    let v = validators(&f, measurements(&f.spec));
     let errs = quote_errors(v.validate_bytes(&d.to_bytes(), NONCE, USER).unwrap_err());
     assert!(errs.contains(&TdxError::QeReportSignature), "{errs:?}");
 }
@@ -233,7 +233,7 @@ fn neg_qemu_tdx_signed_by_wrong_pck() {
 #[test]
 fn neg_qemu_tdx_pinned_root_rejects_foreign_chain() {
     let f = fixture();
-    let json = serde_json::json!({"variant": "qemu-tdx", "measurements": {}});
+    let json = serde_json::json!({"variant": "qemu-tdx", "measurements": measurements(&f.spec)});
     let c = AttestationConfig::from_json(json.to_string().as_bytes()).unwrap();
     let v = Validators::new(c.validators().unwrap());
     let d = doc(&f, &f.spec, None, true);
@@ -248,7 +248,7 @@ fn neg_qemu_tdx_pinned_root_rejects_foreign_chain() {
 #[test]
 fn neg_qemu_tdx_refuses_tpm_evidence() {
     let f = fixture();
-    let v = validators(&f, serde_json::json!({}));
+    let v = validators(&f, measurements(&f.spec));
     let d = AttestationDocument::new(
         Variant::QemuTdx,
         USER.to_vec(),

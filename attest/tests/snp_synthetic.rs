@@ -215,7 +215,7 @@ fn neg_ask_not_signed_by_pinned_ark() {
         rsa_spki.as_bytes(),
         1,
         (Y2020, Y2040),
-        &[],
+        &synth::ca_exts(None),
         synth::Signer::RsaPss(&fake.ark_key),
     );
     let r = AmdRoots::from_certs(vec![Cert::from_der(&other_ark).unwrap()]);
@@ -790,4 +790,46 @@ fn policy_json_round_trip_and_strictness() {
     assert!(Policy::from_json(br#"{"version":1,"snp":{"alow_debug":true}}"#).is_err());
     assert!(Policy::from_json(br#"{"version":2}"#).is_err());
     assert!(Policy::from_json(br#"{"version":1,"snp":{"measurements":["abcd"]}}"#).is_err());
+}
+
+/// An intermediate that the pinned ARK signed but that is not a CA (an end-entity certificate
+/// under the ASK's name) must not be able to vouch for a VCEK.
+#[test]
+fn neg_intermediate_is_an_end_entity_certificate() {
+    let m = synth::milan();
+    let rogue = synth::genoa(); // its ASK key signs the VCEK below
+    let spki =
+        rsa::pkcs8::EncodePublicKey::to_public_key_der(&rogue.ask_key.to_public_key()).unwrap();
+    let end_entity_ask = synth::make_cert(
+        "SEV-Milan",
+        "ARK-Milan",
+        spki.as_bytes(),
+        9,
+        (Y2020, Y2040),
+        &[],
+        synth::Signer::RsaPss(&m.ark_key),
+    );
+    let leaf = vcek_with(
+        m,
+        "SEV-Milan",
+        TCB,
+        HWID,
+        (Y2020, Y2040),
+        &rogue.ask_key,
+        None,
+    );
+    let e = snp::verify_chain(
+        &Cert::from_der(&leaf.der).unwrap(),
+        Some(&Cert::from_der(&end_entity_ask).unwrap()),
+        &roots(),
+        at(),
+    )
+    .unwrap_err();
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        matches!(&e[0], SnpError::Cert(CertError::IssuerNotCa { issuer, subject })
+            if issuer == "SEV-Milan" && subject == "SEV-VCEK"),
+        "{e:?}"
+    );
+    assert!(e[0].to_string().contains("'SEV-Milan'"), "{}", e[0]);
 }

@@ -473,3 +473,30 @@ fn pck_cache_hits_give_the_same_result() {
     );
     let _ = (Y2040,);
 }
+
+/// A PCK "Platform CA" that is an end-entity certificate cannot issue the PCK certificate.
+#[test]
+fn neg_intermediate_is_an_end_entity_certificate() {
+    use p256::pkcs8::EncodePublicKey;
+    let mut p = pki();
+    let spki = p256::PublicKey::from(p.platform_key.verifying_key())
+        .to_public_key_der()
+        .unwrap();
+    p.platform = common::synth::make_cert(
+        "Intel SGX PCK Platform CA",
+        "Intel SGX Root CA",
+        spki.as_bytes(),
+        2,
+        (Y2020, Y2040),
+        &[],
+        common::synth::Signer::P256(&p.root_key),
+    );
+    let q = quote(&QuoteSpec::default(), &p, &p.pck_key);
+    let e = run(&q, &p, &p.collateral(), &policy(&p)).unwrap_err();
+    assert!(
+        e.iter().any(|e| matches!(e,
+            TdxError::Cert(constellation_attest::certs::CertError::IssuerNotCa { issuer, subject })
+                if issuer == "Intel SGX PCK Platform CA" && subject == "Intel SGX PCK Certificate")),
+        "{e:?}"
+    );
+}

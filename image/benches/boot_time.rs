@@ -50,7 +50,10 @@ fn main() {
     );
     let runs: usize = args.get(1).and_then(|r| r.parse().ok()).unwrap_or(3);
     if !disk.exists() {
-        eprintln!("{} missing: run `make image` first", disk.display());
+        constellation_testkit::skip_current(
+            &format!("no node image at {}", disk.display()),
+            "run `make image` or pass the disk as the first argument",
+        );
         return;
     }
     let extra: Vec<String> = std::env::var("BOOT_BENCH_QEMU_ARGS")

@@ -456,7 +456,7 @@ mod tests {
         assert_eq!(pcr11(&a).unwrap(), want);
     }
 
-    /// Fuzzer find (CI, session 4): GPT header fields whose entry offsets overflow `usize`.
+    /// Fuzzer find (seed fuzz/seeds/pe/gpt-offset-overflow): GPT header fields whose entry offsets overflow `usize`.
     #[test]
     fn pcr5_with_overflowing_gpt_fields_is_none() {
         let mut disk = vec![0u8; 2048];

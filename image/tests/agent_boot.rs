@@ -59,7 +59,10 @@ fn agent_in_the_image_serves_a_document_matching_the_predicted_pcrs() {
         || !have("swtpm")
         || !Path::new(constellation_image::vm::OVMF_CODE).exists()
     {
-        eprintln!("SKIP: qemu-system-x86_64, swtpm or OVMF missing (scripts/install-deps.sh)");
+        constellation_testkit::skip_current(
+            "qemu-system-x86_64, swtpm or OVMF missing",
+            "run scripts/install-deps.sh",
+        );
         return;
     }
     let work = tempfile::tempdir().unwrap();

@@ -14,7 +14,10 @@ fn have(program: &str) -> bool {
 #[test]
 fn guest_runs_dynamic_binary_and_reports_exit_code() {
     if !have("qemu-system-x86_64") {
-        eprintln!("SKIP: qemu-system-x86_64 not on PATH (scripts/install-deps.sh)");
+        constellation_testkit::skip_current(
+            "qemu-system-x86_64 is not on PATH",
+            "run scripts/install-deps.sh",
+        );
         return;
     }
     // sha256sum is dynamically linked: proves shared-library resolution works in the guest.
@@ -49,7 +52,10 @@ fn guest_runs_dynamic_binary_and_reports_exit_code() {
 #[test]
 fn guest_disk_persists_and_modules_load_and_tpm_answers() {
     if !have("qemu-system-x86_64") || !have("swtpm") {
-        eprintln!("SKIP: qemu-system-x86_64 or swtpm not on PATH");
+        constellation_testkit::skip_current(
+            "qemu-system-x86_64 or swtpm is not on PATH",
+            "run scripts/install-deps.sh",
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -88,7 +94,10 @@ fn guest_disk_persists_and_modules_load_and_tpm_answers() {
 #[test]
 fn two_guests_talk_over_private_network_with_pcap() {
     if !have("qemu-system-x86_64") {
-        eprintln!("SKIP: qemu-system-x86_64 not on PATH");
+        constellation_testkit::skip_current(
+            "qemu-system-x86_64 is not on PATH",
+            "run scripts/install-deps.sh",
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();

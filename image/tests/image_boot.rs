@@ -181,7 +181,10 @@ fn boot_and_dump(disks: &[&Path]) -> Vec<Dump> {
 #[test]
 fn predicted_pcrs_equal_ovmf_boot_and_event_log_replays() {
     if !have("qemu-system-x86_64") || !have("swtpm") || !Path::new(measure_ovmf()).exists() {
-        eprintln!("SKIP: qemu-system-x86_64, swtpm or OVMF missing (scripts/install-deps.sh)");
+        constellation_testkit::skip_current(
+            "qemu-system-x86_64, swtpm or OVMF missing",
+            "run scripts/install-deps.sh",
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();

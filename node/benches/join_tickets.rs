@@ -18,7 +18,7 @@ use constellation_node_api::v1::IssueJoinTicketRequest;
 
 fn main() {
     if !common::have_swtpm() {
-        println!("join_tickets: SKIPPED, swtpm not on PATH");
+        constellation_testkit::skip_current("swtpm is not on PATH", "run scripts/install-deps.sh");
         return;
     }
     let b = common::control_plane();

@@ -19,7 +19,7 @@ use constellation_node_api::v1::key_service_server::KeyServiceServer;
 
 fn main() {
     if !common::have_swtpm() {
-        println!("key_derivations: SKIPPED, swtpm not on PATH");
+        constellation_testkit::skip_current("swtpm is not on PATH", "run scripts/install-deps.sh");
         return;
     }
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();

@@ -32,6 +32,19 @@ mod tests {
         assert!(parse_config("{").is_err());
         assert!(parse_config(r#"{"variant":"nope","measurements":{}}"#).is_err());
         assert!(parse_config(r#"{"variant":"qemu-vtpm","measurements":{},"x":1}"#).is_err());
+        // Fail-open configs (nothing that pins the boot enforced) are refused, for Init and
+        // SetAttestationConfig alike, saying what to configure.
+        let warn_only = format!(
+            r#"{{"variant":"qemu-vtpm","measurements":{{"4":{{"expected":"{}","warnOnly":true}}}}}}"#,
+            "aa".repeat(32)
+        );
+        for fail_open in [
+            warn_only.as_str(),
+            r#"{"variant":"qemu-vtpm","measurements":{}}"#,
+        ] {
+            let e = parse_config(fail_open).err().unwrap();
+            assert!(e.contains("enforces no boot measurement"), "{e}");
+        }
         // The provider's form, with an explicit hardware policy, is accepted too.
         let with_policy = j.replace("}}}", r#"}},"policy":{"version":1}}"#);
         assert_eq!(parse_config(&with_policy).unwrap().len(), 1);

@@ -1,4 +1,4 @@
-//! Guest tier: the LUKS2 state disk inside a QEMU guest (E's harness, `constellation_image::vm`).
+//! Guest tier: the LUKS2 state disk inside a QEMU guest (VM harness `constellation_image::vm`).
 //!
 //! Boot 1 formats a blank virtio disk (LUKS2, integrity), writes a file, re-keys to the
 //! HKDF-derived key. Boot 2 (a "reboot": a new guest on the same disk file) must find the disk

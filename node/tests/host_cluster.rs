@@ -1,8 +1,8 @@
 //! Host tier, protocols: several node agents as PROCESSES on loopback, each with its own swtpm,
 //! a metadata directory the test controls (DirectoryMetadata), HostDirectoryDisk (an
 //! UNENCRYPTED directory standing in for the state disk) and NoopNetwork. The channels are the
-//! real aTLS of the attest crate. Needs `swtpm` on PATH (scripts/install-deps.sh); skipped with
-//! a notice otherwise.
+//! real aTLS of the attest crate. Needs `swtpm` on PATH (scripts/install-deps.sh); skipped
+//! otherwise, a failure under CI=true (constellation_testkit::skip).
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly by design.
 
@@ -352,7 +352,11 @@ async fn init_client(node: &Node) -> InitServiceClient<tonic::transport::Channel
 /// Runs `test` on a two-thread runtime, or skips it with a notice when swtpm is missing.
 fn with_swtpm<F: std::future::Future<Output = ()>>(name: &str, test: F) {
     if !have("swtpm") {
-        eprintln!("SKIPPED {name}: swtpm is not on PATH (run scripts/install-deps.sh)");
+        constellation_testkit::skip(
+            &format!("host_cluster::{name}"),
+            "swtpm is not on PATH",
+            "run scripts/install-deps.sh",
+        );
         return;
     }
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use constellation_attest::config::{AttestationConfig, supported_variants};
+use constellation_attest::config::{AttestationConfig, ConfigError, supported_variants};
 use constellation_attest::policy::Policy;
 use constellation_attest::variant::Variant;
 use serde::{Deserialize, Serialize};
@@ -106,6 +106,15 @@ fn build(cfg: &Config) -> Result<AttestationConfig, Diagnostics> {
             // cloud variant without its settings) fails here rather than at cluster creation.
             match config.validators() {
                 Ok(_) => Ok(config),
+                // The shared fail-open rule (at least one enforced boot register).
+                Err(e @ ConfigError::FailOpen { .. }) => {
+                    d.error_at(
+                        AttributePath::new("measurements"),
+                        "Attestation config would accept any image",
+                        format!("{e}."),
+                    );
+                    Err(d)
+                }
                 Err(e) => {
                     d.error_at(
                         AttributePath::new("policy_json"),
@@ -226,6 +235,34 @@ mod tests {
             "{paths:?}"
         );
         assert!(paths.contains(&"policy_json".to_string()), "{paths:?}");
+    }
+
+    #[test]
+    fn fail_open_measurements_are_refused_at_the_measurements_attribute() {
+        let mut c = cfg("qemu-vtpm", &"ab".repeat(32));
+        if let Some(m) = c.measurements.get_mut("4") {
+            m.warn_only = true;
+        }
+        let mut firmware_only = cfg("qemu-vtpm", &"ab".repeat(32));
+        firmware_only.measurements = BTreeMap::from([(
+            "0".to_string(),
+            MeasurementModel {
+                expected: "ab".repeat(32),
+                warn_only: false,
+            },
+        )]);
+        for c in [c, firmware_only] {
+            let d = build(&c).unwrap_err();
+            let hit = d
+                .iter()
+                .find(|d| d.summary == "Attestation config would accept any image")
+                .unwrap_or_else(|| panic!("{d:?}"));
+            assert_eq!(
+                hit.attribute.as_ref().map(ToString::to_string).as_deref(),
+                Some("measurements")
+            );
+            assert!(hit.detail.contains("\"warnOnly\": false"), "{}", hit.detail);
+        }
     }
 
     #[test]

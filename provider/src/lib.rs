@@ -7,6 +7,7 @@
 
 pub mod cloud;
 mod cluster_config;
+mod create_marker;
 mod data_source_attestation;
 mod data_source_cluster_verification;
 mod data_source_image;

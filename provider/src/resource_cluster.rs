@@ -29,6 +29,7 @@ use zeroize::Zeroizing;
 use crate::cloud::qemu::{OVMF_CODE, OVMF_VARS, PrivateNetwork, QemuCloud, QemuOptions};
 use crate::cloud::{Cloud, MachineState, NodeRecord, NodeSpec, Role};
 use crate::cluster_config::{self, ClusterConfig};
+use crate::create_marker::{self, CreateMarker, Decision, Found};
 use crate::node_client::{self, OwnerCredential};
 use constellation_attest::Variant;
 
@@ -36,6 +37,21 @@ use constellation_attest::Variant;
 pub const TYPE_NAME: &str = "constellation_cluster";
 /// Name of the record file in the working directory.
 pub const RECORD_FILE: &str = "cluster.json";
+/// How long a create may keep going after Terraform asked the provider to stop, or after its
+/// timeout, before it is abandoned (every wait ends sooner on its own; this bounds a stuck
+/// call).
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// What a create has made so far: returned as partial state when it fails.
+#[derive(Default)]
+struct Progress {
+    /// The record, once the working directory holds one.
+    record: Option<ClusterRecord>,
+    /// Credentials and secrets once Init succeeded (state attributes), else null.
+    credentials: Value,
+    /// The working directory once this create's marker is in it.
+    marked: Option<PathBuf>,
+}
 
 /// The resource type.
 #[derive(Debug, Default, Clone, Copy)]
@@ -288,6 +304,23 @@ async fn pause(ctx: &Context, deadline: Instant, what: &str) -> Result<(), Diagn
         () = ctx.cancellation().cancelled() => Err(err("Cancelled", format!("Cancelled {what}."))),
         () = tokio::time::sleep(Duration::from_secs(2)) => Ok(()),
     }
+}
+
+/// Fails when Terraform asked the provider to stop or the deadline passed (checked between
+/// steps that cannot be interrupted, such as starting a VM).
+fn check_going(ctx: &Context, deadline: Instant, what: &str) -> Result<(), Diagnostics> {
+    if ctx.is_cancelled() {
+        return Err(err("Cancelled", format!("Cancelled before {what}.")));
+    }
+    if Instant::now() >= deadline {
+        return Err(err(
+            "Timed out",
+            format!(
+                "Timed out before {what}. Raise `timeouts.create` if the machine is slow (TCG emulation is)."
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The cluster as its control planes report it (`GetStatus` on each, merged).
@@ -691,9 +724,18 @@ impl ClusterResource {
         let started = Instant::now();
         let mut last;
         let channel = loop {
-            match node_client::attested_channel(addr, validators.clone(), Duration::from_secs(60))
-                .await
-            {
+            let bound = Duration::from_secs(60)
+                .min(deadline.saturating_duration_since(Instant::now()))
+                .max(Duration::from_secs(1));
+            let attempt = node_client::attested_channel(addr, validators.clone(), bound);
+            let attempt = tokio::select! {
+                () = ctx.cancellation().cancelled() => return Err(err(
+                    "Cancelled",
+                    "Cancelled while waiting for the first control plane to attest.",
+                )),
+                r = attempt => r,
+            };
+            match attempt {
                 Ok(c) => break c,
                 Err(e) => {
                     let msg = e.to_string();
@@ -754,6 +796,10 @@ impl ClusterResource {
         });
         tokio::select! {
             () = ctx.cancellation().cancelled() => Err(err("Cancelled", "Cancelled during Init.")),
+            () = tokio::time::sleep_until(deadline.into()) => Err(err(
+                "Timed out",
+                "Init did not finish before the create timeout. Raise `timeouts.create` if the machine is slow.",
+            )),
             r = fut => r.map_err(|e| err("Init failed", e.to_string())),
         }
     }
@@ -767,7 +813,12 @@ impl ClusterResource {
     ) -> Result<BTreeMap<String, String>, Diagnostics> {
         let cloud = record.cloud();
         loop {
-            let view = members(record, owner).await.unwrap_or_default();
+            let view = tokio::select! {
+                () = ctx.cancellation().cancelled() => {
+                    return Err(err("Cancelled", "Cancelled while waiting for nodes to join."));
+                }
+                v = members(record, owner) => v.unwrap_or_default(),
+            };
             let joined = view.joined;
             let missing: Vec<&NodeRecord> = record
                 .nodes
@@ -793,7 +844,7 @@ impl ClusterResource {
     async fn create_inner(
         ctx: &Context,
         req: &ApplyRequest,
-        record: &mut Option<ClusterRecord>,
+        progress: &mut Progress,
     ) -> Result<Value, Diagnostics> {
         let (cfg, d) = cluster_config::parse(&req.config);
         let Some(cfg) = cfg else {
@@ -810,19 +861,6 @@ impl ClusterResource {
         let manifest = cluster_config::image_manifest(&cfg.image_reference)
             .map_err(|e| err_at("image_reference", "Image missing", e))?;
         let work_dir = cfg.work_dir();
-        if ClusterRecord::load(&work_dir)
-            .map_err(|e| err("Unreadable cluster record", e))?
-            .is_some()
-        {
-            return Err(err_at(
-                "name",
-                "A cluster already exists there",
-                format!(
-                    "{} holds another cluster. Import it (`terraform import` with that directory as ID) or destroy it first.",
-                    work_dir.display()
-                ),
-            ));
-        }
         let qemu = QemuOptions {
             work_dir: work_dir.clone(),
             vcpus: cfg.qemu.vcpus,
@@ -846,13 +884,38 @@ impl ClusterResource {
             config: config_echo(&req.planned_state),
         };
         let cloud = fresh.cloud();
+        match create_marker::decide(&cfg.name, &inspect_work_dir(&work_dir).await?) {
+            Decision::Create => {}
+            Decision::RemoveLeftovers { reason } => {
+                // Nothing records these remains, so nothing else would ever remove them;
+                // they would also hold the name's ports and directory.
+                tracing::warn!(dir = %work_dir.display(), %reason, "removing the remains of an unrecorded create");
+                cloud.destroy().await.map_err(|e| {
+                    err(
+                        "Removing the remains of an earlier create failed",
+                        format!("{reason}; removing them failed: {e}"),
+                    )
+                })?;
+            }
+            Decision::Refuse(why) => {
+                return Err(err_at(
+                    "name",
+                    "The cluster's working directory is in use",
+                    format!("{}: {why}.", work_dir.display()),
+                ));
+            }
+        }
+        CreateMarker::for_this_process(&cfg.name)
+            .write(&work_dir)
+            .map_err(|e| err("Recording the create failed", e))?;
+        progress.marked = Some(work_dir.clone());
         cloud.prepare().await.map_err(|e| {
             err(
                 &format!("The {} backend is not ready", cloud.name()),
                 e.to_string(),
             )
         })?;
-        let rec = record.insert(fresh);
+        let rec = progress.record.insert(fresh);
         rec.save()
             .map_err(|e| err("Recording the cluster failed", e))?;
 
@@ -886,16 +949,19 @@ impl ClusterResource {
 
         let t0 = Instant::now();
         let spec = Self::node_spec(&cfg, Role::ControlPlane, 0, &[], Some(&init_hash), rec)?;
+        check_going(ctx, deadline, "starting the nodes")?;
         Self::add_node(rec, &spec).await?;
         let join = Self::join_endpoints(rec);
         for i in 1..cfg.control_plane_count as u32 {
             let spec = Self::node_spec(&cfg, Role::ControlPlane, i, &join, None, rec)?;
+            check_going(ctx, deadline, "starting all nodes")?;
             Self::add_node(rec, &spec).await?;
         }
         for _ in 0..cfg.worker_count {
             let i = rec.next_worker;
             rec.next_worker += 1;
             let spec = Self::node_spec(&cfg, Role::Worker, i, &join, None, rec)?;
+            check_going(ctx, deadline, "starting all nodes")?;
             Self::add_node(rec, &spec).await?;
         }
         tracing::info!(
@@ -914,15 +980,13 @@ impl ClusterResource {
             cert_pem: ok.owner_certificate_pem.clone(),
             key_pem: Zeroizing::new(ok.owner_private_key_pem.clone()),
         };
-        let joined = Self::wait_joined(ctx, rec, &owner, deadline).await?;
-        tracing::info!(secs = t0.elapsed().as_secs_f64(), "all nodes joined");
-
         let kubeconfig = if ok.kubeconfig.is_empty() {
             Value::Null
         } else {
             Value::string(String::from_utf8_lossy(&ok.kubeconfig).into_owned())
         };
-        let prior = Value::object([
+        // From here on a failure leaves an initialised cluster: its owner keeps access.
+        progress.credentials = Value::object([
             ("cluster_ca_pem", Value::string(ok.cluster_ca_pem)),
             (
                 "owner_certificate_pem",
@@ -947,7 +1011,14 @@ impl ClusterResource {
                 Value::string(hex::encode(&*secrets.master_salt)),
             ),
         ]);
-        Ok(Self::state_from(rec, &req.planned_state, &prior, &joined))
+        let joined = Self::wait_joined(ctx, rec, &owner, deadline).await?;
+        tracing::info!(secs = t0.elapsed().as_secs_f64(), "all nodes joined");
+        Ok(Self::state_from(
+            rec,
+            &req.planned_state,
+            &progress.credentials,
+            &joined,
+        ))
     }
 
     /// Removes a node from the cluster: every other control plane forgets it (NotFound is
@@ -1667,6 +1738,28 @@ fn work_dir_of(state: &Value) -> Result<PathBuf, Diagnostics> {
         })
 }
 
+/// What a create finds in its working directory (input of [`create_marker::decide`]).
+async fn inspect_work_dir(dir: &Path) -> Result<Found, Diagnostics> {
+    let record = ClusterRecord::load(dir).map_err(|e| err("Unreadable cluster record", e))?;
+    let mut record_all_gone = true;
+    if let Some(r) = &record {
+        let cloud = r.cloud();
+        for n in &r.nodes {
+            if cloud.machine_state(n).await != MachineState::Gone {
+                record_all_gone = false;
+            }
+        }
+    }
+    let marker = CreateMarker::load(dir);
+    Ok(Found {
+        occupied: std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some()),
+        record: record.is_some(),
+        record_all_gone,
+        writer_alive: marker.as_ref().and_then(CreateMarker::writer_alive),
+        marker,
+    })
+}
+
 /// argon2id PHC hash of the init secret, as the node verifies it.
 fn hash_init_secret(secret: &[u8]) -> Result<String, String> {
     use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
@@ -1877,27 +1970,63 @@ impl Resource for ClusterResource {
     }
 
     async fn create(&self, ctx: &Context, request: ApplyRequest) -> StateResponse {
-        let mut record = None;
-        match Self::create_inner(ctx, &request, &mut record).await {
-            Ok(state) => StateResponse::new(state),
-            Err(mut d) => {
-                // Nothing half-made survives a failed create: Terraform would not know it.
-                if let Some(rec) = record {
-                    if std::env::var_os("CONSTELLATION_KEEP_FAILED").is_some() {
-                        d.warning("Failed cluster kept", format!("CONSTELLATION_KEEP_FAILED is set: the VMs and logs stay in {}; remove them with `terraform import` + destroy.", rec.qemu.work_dir.display()));
-                    } else if let Err(e) = rec.cloud().destroy().await {
-                        d.error(
-                            "Cleaning up the failed cluster failed",
-                            format!(
-                                "{e}. Remove {} and its processes by hand.",
-                                rec.qemu.work_dir.display()
-                            ),
-                        );
-                    }
+        let mut progress = Progress::default();
+        // Every wait inside ends on Terraform's stop signal and at the deadline; this bound
+        // also covers a call that hangs.
+        let timeout = cluster_config::parse(&request.config)
+            .0
+            .map_or(cluster_config::DEFAULT_CREATE_TIMEOUT, |c| c.create_timeout);
+        let abandon_at = tokio::time::Instant::now() + timeout + STOP_GRACE;
+        let outcome = {
+            let work = Self::create_inner(ctx, &request, &mut progress);
+            tokio::pin!(work);
+            tokio::select! {
+                r = &mut work => r,
+                () = async {
+                    ctx.cancellation().cancelled().await;
+                    tokio::time::sleep(STOP_GRACE).await;
+                } => Err(err("Cancelled", "Terraform asked the provider to stop; the create was abandoned.")),
+                () = tokio::time::sleep_until(abandon_at) => Err(err(
+                    "Timed out",
+                    format!("The create took longer than {}.", humantime::format_duration(timeout)),
+                )),
+            }
+        };
+        let resp = match (outcome, &progress.record) {
+            (Ok(state), _) => StateResponse::new(state),
+            (Err(mut d), Some(rec)) => {
+                // What was made is reported with the error: Terraform keeps it (tainted), so
+                // `destroy`, or the apply that replaces it, removes every VM and file.
+                d.warning(
+                    "The partly created cluster is kept in state",
+                    format!(
+                        "Its machines and files in {} stay until `terraform destroy` removes them                          (or `terraform apply` replaces the cluster, which Terraform marked                          tainted). Their logs are in nodes/*/serial.log there.",
+                        rec.qemu.work_dir.display()
+                    ),
+                );
+                let state = Self::state_from(
+                    rec,
+                    &request.planned_state,
+                    &progress.credentials,
+                    &BTreeMap::new(),
+                );
+                StateResponse::partial(state, d)
+            }
+            (Err(d), None) => {
+                // Nothing but (empty) directories was made.
+                if let Some(dir) = &progress.marked {
+                    CreateMarker::remove(dir);
+                    let _ = std::fs::remove_dir(dir.join("nodes"));
+                    let _ = std::fs::remove_dir(dir);
                 }
                 StateResponse::from_diagnostics(d)
             }
+        };
+        // The result goes to Terraform now: the create is no longer unrecorded.
+        if let Some(dir) = &progress.marked {
+            CreateMarker::remove(dir);
         }
+        resp
     }
 
     async fn update(&self, ctx: &Context, request: ApplyRequest) -> StateResponse {

@@ -28,6 +28,11 @@ const OID_AIA: &str = "1.3.6.1.5.5.7.1.1";
 const CA_ISSUERS: [u8; 8] = [0x2B, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x02];
 /// Longest chain accepted (leaf, intermediates, root).
 const MAX_CHAIN: usize = 5;
+/// Extended key usages that mark a certificate as an attestation-key certificate: the TCG AIK
+/// purpose (tcg-kp-AIKCertificate) and the one Azure's vTPM AK certificates carry. Any other
+/// certificate (a TLS leaf, a CA, a VM's AK certificate re-used as an issuer) is not an AK
+/// certificate.
+pub const AK_EKUS: [&str; 2] = ["2.23.133.8.3", "1.3.6.1.4.1.567.10.3.12"];
 
 /// What an azure-trustedlaunch issuer puts into `instance_info`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,6 +87,14 @@ pub enum TrustedLaunchError {
         /// Cause.
         #[source]
         source: FetchError,
+    },
+    /// The path found by the walk failed rustls-webpki's RFC 5280 path validation.
+    #[error("AK certificate '{subject}' failed X.509 path validation: {reason}")]
+    PathValidation {
+        /// Subject of the AK certificate.
+        subject: String,
+        /// webpki's verdict.
+        reason: String,
     },
     /// azure-trustedlaunch needs roots in the policy.
     #[error(
@@ -175,35 +188,38 @@ fn platform(e: TrustedLaunchError) -> ValidationError {
 }
 
 impl TrustedLaunchAkTrust {
-    /// Walks leaf → intermediates → pinned root, checking signatures and validity at `at`.
-    /// Returns the subjects of the chain.
+    /// Walks leaf → intermediates → pinned root and returns the subjects of the chain.
+    ///
+    /// The leaf must carry the AK profile (an end-entity certificate with an AK extended key
+    /// usage), every issuer must be a CA allowed to sign certificates within its path length,
+    /// and every certificate must be valid at `at`; the first violation is returned naming the
+    /// certificate. The path found is then validated once more by rustls-webpki (signatures,
+    /// validity, basicConstraints, pathLen). webpki alone is not enough here: it ignores
+    /// keyUsage on CAs, applies one EKU policy to every certificate of the path, does not name
+    /// the failing certificate and cannot fetch a missing issuer from the AIA URL.
     pub fn verify_chain(
         &self,
         leaf: &Cert,
         pool: &[Cert],
         at: time::OffsetDateTime,
     ) -> Result<Vec<String>, TrustedLaunchError> {
+        leaf.check_end_entity()?;
+        leaf.check_eku(&AK_EKUS)?;
         let mut pool = pool.to_vec();
-        let mut current = leaf.clone();
-        let mut subjects = vec![leaf.subject_cn().to_string()];
-        for _ in 0..MAX_CHAIN {
-            if !current.valid_at(at) {
-                return Err(TrustedLaunchError::Expired {
-                    subject: current.subject_cn().into(),
-                    not_before: current.not_before(),
-                    not_after: current.not_after(),
-                });
-            }
+        let mut path = vec![leaf.clone()];
+        while path.len() <= MAX_CHAIN {
+            let Some(current) = path.last().cloned() else {
+                break;
+            };
+            // Intermediate CAs between the next issuer and the leaf.
+            let cas_below = path.len() - 1;
+            check_valid_at(&current, at)?;
             if let Some(root) = self.roots.iter().find(|r| current.verify_by(r).is_ok()) {
-                if !root.valid_at(at) {
-                    return Err(TrustedLaunchError::Expired {
-                        subject: root.subject_cn().into(),
-                        not_before: root.not_before(),
-                        not_after: root.not_after(),
-                    });
-                }
-                subjects.push(root.subject_cn().to_string());
-                return Ok(subjects);
+                check_valid_at(root, at)?;
+                root.check_issuer_of(&current, cas_below)?;
+                path.push(root.clone());
+                webpki_validate(&path, at)?;
+                return Ok(path.iter().map(|c| c.name().to_string()).collect());
             }
             let mut next = pool
                 .iter()
@@ -221,21 +237,80 @@ impl TrustedLaunchAkTrust {
             }
             let Some(n) = next else {
                 return Err(TrustedLaunchError::Untrusted {
-                    subject: current.subject_cn().into(),
+                    subject: current.name().into(),
                     reason: format!(
                         "no certificate of issuer '{}' verifies it",
                         current.issuer_cn()
                     ),
                 });
             };
-            subjects.push(n.subject_cn().to_string());
-            current = n;
+            n.check_issuer_of(&current, cas_below)?;
+            path.push(n);
         }
         Err(TrustedLaunchError::Untrusted {
-            subject: current.subject_cn().into(),
+            subject: leaf.name().into(),
             reason: format!("chain longer than {MAX_CHAIN} certificates"),
         })
     }
+}
+
+fn check_valid_at(c: &Cert, at: time::OffsetDateTime) -> Result<(), TrustedLaunchError> {
+    if c.valid_at(at) {
+        return Ok(());
+    }
+    Err(TrustedLaunchError::Expired {
+        subject: c.name().into(),
+        not_before: c.not_before(),
+        not_after: c.not_after(),
+    })
+}
+
+/// The leaf's EKU is checked by [`Cert::check_eku`]; webpki hands this validator the EKUs of
+/// every certificate in the path, and CAs need not carry the AK purpose.
+struct EkuCheckedSeparately;
+
+impl webpki::ExtendedKeyUsageValidator for EkuCheckedSeparately {
+    fn validate(&self, _: webpki::KeyPurposeIdIter<'_, '_>) -> Result<(), webpki::Error> {
+        Ok(())
+    }
+}
+
+/// Validates `[leaf, intermediates…, root]` with rustls-webpki, the root as trust anchor.
+fn webpki_validate(path: &[Cert], at: time::OffsetDateTime) -> Result<(), TrustedLaunchError> {
+    use rustls::pki_types::{CertificateDer, UnixTime};
+    let (Some(leaf), Some(root)) = (path.first(), path.last()) else {
+        return Err(TrustedLaunchError::Untrusted {
+            subject: String::new(),
+            reason: "empty certificate path".into(),
+        });
+    };
+    let fail = |e: webpki::Error| TrustedLaunchError::PathValidation {
+        subject: leaf.name().into(),
+        reason: e.to_string(),
+    };
+    let leaf_der = CertificateDer::from(leaf.der());
+    let root_der = CertificateDer::from(root.der());
+    let end_entity = webpki::EndEntityCert::try_from(&leaf_der).map_err(fail)?;
+    let anchor = webpki::anchor_from_trusted_cert(&root_der).map_err(fail)?;
+    let intermediates: Vec<CertificateDer<'_>> = path
+        .get(1..path.len().saturating_sub(1))
+        .unwrap_or_default()
+        .iter()
+        .map(|c| CertificateDer::from(c.der()))
+        .collect();
+    let secs = u64::try_from(at.unix_timestamp()).unwrap_or(0);
+    end_entity
+        .verify_for_usage(
+            webpki::ALL_VERIFICATION_ALGS,
+            &[anchor],
+            &intermediates,
+            UnixTime::since_unix_epoch(std::time::Duration::from_secs(secs)),
+            EkuCheckedSeparately,
+            None,
+            None,
+        )
+        .map_err(fail)?;
+    Ok(())
 }
 
 impl AkTrust for TrustedLaunchAkTrust {

@@ -90,12 +90,14 @@ enum Cmd {
         common: Common,
     },
     /// Our attestation document of any vTPM-based variant (CBOR, or its JSON rendering),
-    /// checked by the validator of the variant it names.
+    /// checked by the validator of the variant it names (with --config: of the config's
+    /// variant, which the document must have).
     Tpm {
         #[command(flatten)]
         doc: DocArgs,
         /// Policy JSON (docs/attestation-policy.md): hardware policy and the cloud endpoints
         /// some variants need (gcp-sev-es, azure-trustedlaunch, aws-nitro-tpm). Default: strict.
+        /// Not with --config, whose policy applies.
         #[arg(long)]
         policy: Option<PathBuf>,
     },
@@ -113,13 +115,19 @@ enum Cmd {
 }
 
 #[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("expected").required(true).args(["measurements", "config"])))]
 struct DocArgs {
     /// The document.
     #[arg(long)]
     document: PathBuf,
-    /// Expected measurements JSON.
+    /// Expected measurements JSON (or --config).
     #[arg(long)]
-    measurements: PathBuf,
+    measurements: Option<PathBuf>,
+    /// The cluster's attestation config: the `config_json` of a `constellation_attestation`
+    /// data source, as is (`terraform output -raw`). Its variant, measurements and policy are
+    /// what the document must satisfy, so it excludes --measurements and --policy.
+    #[arg(long, conflicts_with = "policy")]
+    config: Option<PathBuf>,
     /// Nonce the document must be bound to (hex). Default: empty.
     #[arg(long, default_value = "")]
     nonce: String,
@@ -128,16 +136,46 @@ struct DocArgs {
     user_data: Option<String>,
 }
 
-/// A parsed document with what it must be bound to.
+/// A parsed document with what it must be bound to and satisfy.
 struct DocInput {
     doc: AttestationDocument,
-    measurements: Measurements,
+    /// From --config, or the document's own variant with --measurements and --policy.
+    expected: AttestationConfig,
     nonce: Vec<u8>,
     user_data: Vec<u8>,
 }
 
+impl DocInput {
+    /// The cluster refuses evidence of another variant than its config's; so does this tool.
+    fn variant_failure(&self) -> Option<String> {
+        (self.doc.variant != self.expected.variant).then(|| {
+            format!(
+                "the document is {} evidence, the attestation config requires {}",
+                self.doc.variant, self.expected.variant
+            )
+        })
+    }
+}
+
+/// Reads an attestation config file (`config_json` of the `constellation_attestation` data
+/// source).
+fn read_config(p: &Path) -> Result<AttestationConfig> {
+    let bytes = read(p)?;
+    AttestationConfig::from_json(&bytes).map_err(|e| {
+        // `terraform output config_json` (without -raw) prints the JSON as a quoted string.
+        let quoted = serde_json::from_slice::<String>(&bytes).is_ok();
+        let hint = if quoted {
+            "; the file holds a JSON string, not the config itself (use `terraform output -raw`)"
+        } else {
+            ""
+        };
+        anyhow::anyhow!("--config {}: {e}{hint}", p.display())
+    })
+}
+
 impl DocArgs {
-    fn load(&self) -> Result<DocInput> {
+    /// `policy`: the --policy file, which clap keeps apart from --config.
+    fn load(&self, policy_path: Option<&Path>) -> Result<DocInput> {
         let bytes = read(&self.document)?;
         let doc = match AttestationDocument::from_bytes(&bytes) {
             Ok(d) => d,
@@ -145,9 +183,16 @@ impl DocArgs {
                 anyhow::anyhow!("document is neither CBOR ({cbor}) nor JSON ({json})")
             })?,
         };
-        let measurements =
-            Measurements::from_json(&String::from_utf8_lossy(&read(&self.measurements)?))
-                .context("measurements JSON")?;
+        let expected = match (&self.config, &self.measurements) {
+            (Some(c), _) => read_config(c)?,
+            (None, Some(m)) => AttestationConfig {
+                variant: doc.variant,
+                measurements: Measurements::from_json(&String::from_utf8_lossy(&read(m)?))
+                    .context("measurements JSON")?,
+                policy: read_policy(policy_path)?,
+            },
+            (None, None) => anyhow::bail!("--measurements or --config is required"),
+        };
         let nonce = hex::decode(self.nonce.trim()).context("--nonce: hex")?;
         let user_data = match &self.user_data {
             Some(h) => hex::decode(h.trim()).context("--user-data: hex")?,
@@ -155,7 +200,7 @@ impl DocArgs {
         };
         Ok(DocInput {
             doc,
-            measurements,
+            expected,
             nonce,
             user_data,
         })
@@ -178,7 +223,11 @@ fn parse_time(s: Option<&str>) -> Result<Option<OffsetDateTime>> {
 }
 
 fn policy(c: &Common) -> Result<Policy> {
-    match &c.policy {
+    read_policy(c.policy.as_deref())
+}
+
+fn read_policy(path: Option<&Path>) -> Result<Policy> {
+    match path {
         None => Ok(Policy::default()),
         Some(p) => Policy::from_json(&read(p)?).with_context(|| format!("policy {}", p.display())),
     }
@@ -323,7 +372,7 @@ fn run(cli: Cli) -> Result<Outcome> {
             }
         }
         Cmd::Tpm { doc, policy: pol } => {
-            let input = doc.load()?;
+            let input = doc.load(pol.as_deref())?;
             let variant = input.doc.variant;
             if !variant.is_vtpm() {
                 anyhow::bail!(
@@ -331,17 +380,13 @@ fn run(cli: Cli) -> Result<Outcome> {
                     doc.document.display()
                 );
             }
-            let policy = policy(&Common {
-                at: None,
-                policy: pol,
-            })?;
-            let validators = AttestationConfig {
-                variant,
-                measurements: input.measurements,
-                policy,
+            if let Some(f) = input.variant_failure() {
+                return Ok(Err(vec![f]));
             }
-            .validators()
-            .with_context(|| format!("building the {variant} validator from the policy"))?;
+            let validators = input
+                .expected
+                .validators()
+                .with_context(|| format!("building the {variant} validator from the policy"))?;
             match constellation_attest::validator::validate_document(
                 &validators,
                 &input.doc,
@@ -357,7 +402,8 @@ fn run(cli: Cli) -> Result<Outcome> {
             collateral,
             common,
         } => {
-            let input = doc.load()?;
+            let input = doc.load(common.policy.as_deref())?;
+            let wrong_variant = input.variant_failure();
             let Evidence::Tdx(mut ev) = input.doc.evidence else {
                 anyhow::bail!(
                     "{} is a {} document, not qemu-tdx; use the `tpm` form",
@@ -372,12 +418,15 @@ fn run(cli: Cli) -> Result<Outcome> {
                     input.doc.variant
                 );
             }
+            if let Some(f) = wrong_variant {
+                return Ok(Err(vec![f]));
+            }
             if let Some(dir) = &collateral {
                 ev.collateral = Some(TdxCollateral::from_files(&read_collateral(dir)?));
             }
-            let p = policy(&common)?;
             let at = parse_time(common.at.as_deref())?;
-            let v = QemuTdxValidator::new(input.measurements, p.tdx).context("policy tdx")?;
+            let v = QemuTdxValidator::new(input.expected.measurements, input.expected.policy.tdx)
+                .context("policy tdx")?;
             let mut fails = Vec::new();
             if input.doc.user_data != input.user_data {
                 fails.push(format!(

@@ -57,6 +57,113 @@ pub enum CertError {
         /// Subject CN of the issuer whose key was used.
         issuer: String,
     },
+    /// A certificate that issued another one is not a CA (no basicConstraints cA=TRUE).
+    #[error(
+        "certificate '{issuer}' issued '{subject}' but is not a CA (basicConstraints cA=TRUE missing)"
+    )]
+    IssuerNotCa {
+        /// Subject of the offending issuer certificate.
+        issuer: String,
+        /// Subject of the certificate it signed.
+        subject: String,
+    },
+    /// A CA certificate's keyUsage does not allow signing certificates.
+    #[error("certificate '{issuer}' issued '{subject}' but its keyUsage lacks keyCertSign")]
+    IssuerNoKeyCertSign {
+        /// Subject of the offending issuer certificate.
+        issuer: String,
+        /// Subject of the certificate it signed.
+        subject: String,
+    },
+    /// More intermediate CAs follow a CA than its pathLenConstraint allows.
+    #[error(
+        "certificate '{issuer}' allows {limit} intermediate CA(s) below it (pathLenConstraint), the chain has {found}"
+    )]
+    PathLenExceeded {
+        /// Subject of the CA whose constraint is violated.
+        issuer: String,
+        /// Its pathLenConstraint.
+        limit: u32,
+        /// Intermediate CAs between it and the leaf.
+        found: usize,
+    },
+    /// The leaf certificate is a CA, not an end-entity certificate.
+    #[error(
+        "certificate '{subject}' is a CA (basicConstraints cA=TRUE), expected an end-entity certificate"
+    )]
+    LeafIsCa {
+        /// Subject of the leaf.
+        subject: String,
+    },
+    /// The leaf does not carry the extended key usage the chain requires.
+    #[error("certificate '{subject}' lacks the extended key usage {expected}")]
+    MissingEku {
+        /// Subject of the leaf.
+        subject: String,
+        /// The accepted key purpose OIDs.
+        expected: String,
+    },
+    /// The leaf's keyUsage does not allow digital signatures.
+    #[error("certificate '{subject}' has a keyUsage without digitalSignature")]
+    NoDigitalSignature {
+        /// Subject of the leaf.
+        subject: String,
+    },
+    /// basicConstraints, keyUsage or extendedKeyUsage is malformed or duplicated.
+    #[error("certificate '{subject}' has unreadable constraint extensions: {reason}")]
+    BadConstraints {
+        /// Subject of the certificate.
+        subject: String,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+/// The RFC 5280 constraint extensions of a certificate (basicConstraints, keyUsage,
+/// extendedKeyUsage), read once at parse time.
+#[derive(Clone, Debug, Default)]
+struct Constraints {
+    /// basicConstraints cA.
+    ca: bool,
+    /// basicConstraints pathLenConstraint.
+    path_len: Option<u32>,
+    /// keyUsage: (keyCertSign, digitalSignature), None when the extension is absent.
+    key_usage: Option<(bool, bool)>,
+    /// extendedKeyUsage OIDs (dotted), None when the extension is absent.
+    eku: Option<Vec<String>>,
+}
+
+fn constraints(c: &X509Certificate<'_>) -> Result<Constraints, String> {
+    let bc = c
+        .basic_constraints()
+        .map_err(|e| format!("basicConstraints: {e}"))?;
+    let ku = c.key_usage().map_err(|e| format!("keyUsage: {e}"))?;
+    let eku = c
+        .extended_key_usage()
+        .map_err(|e| format!("extendedKeyUsage: {e}"))?;
+    Ok(Constraints {
+        ca: bc.as_ref().is_some_and(|b| b.value.ca),
+        path_len: bc.and_then(|b| b.value.path_len_constraint),
+        key_usage: ku.map(|k| (k.value.key_cert_sign(), k.value.digital_signature())),
+        eku: eku.map(|e| {
+            let v = e.value;
+            let named = [
+                (v.any, "2.5.29.37.0"),
+                (v.server_auth, "1.3.6.1.5.5.7.3.1"),
+                (v.client_auth, "1.3.6.1.5.5.7.3.2"),
+                (v.code_signing, "1.3.6.1.5.5.7.3.3"),
+                (v.email_protection, "1.3.6.1.5.5.7.3.4"),
+                (v.time_stamping, "1.3.6.1.5.5.7.3.8"),
+                (v.ocsp_signing, "1.3.6.1.5.5.7.3.9"),
+            ];
+            named
+                .iter()
+                .filter(|(set, _)| *set)
+                .map(|(_, o)| (*o).to_string())
+                .chain(v.other.iter().map(|o| o.to_id_string()))
+                .collect()
+        }),
+    })
 }
 
 /// A parsed certificate: DER plus the fields the verifiers read.
@@ -74,6 +181,9 @@ pub struct Cert {
     sig_alg: String,
     signature: Vec<u8>,
     extensions: Vec<(String, Vec<u8>)>,
+    subject_dn: String,
+    /// Err: a constraint extension is malformed or duplicated (refused wherever it matters).
+    constraints: Result<Constraints, String>,
 }
 
 impl std::fmt::Debug for Cert {
@@ -126,6 +236,8 @@ impl Cert {
                 .iter_extensions()
                 .map(|e| (e.oid.to_id_string(), e.value.to_vec()))
                 .collect(),
+            subject_dn: c.subject().to_string(),
+            constraints: constraints(&c),
             der: der.to_vec(),
         })
     }
@@ -173,6 +285,15 @@ impl Cert {
     pub fn issuer_cn(&self) -> &str {
         &self.issuer_cn
     }
+    /// The subject for messages: its common name, or the whole DN when it has none (TPM
+    /// certificates often have an empty subject).
+    pub fn name(&self) -> &str {
+        if self.subject_cn.is_empty() {
+            &self.subject_dn
+        } else {
+            &self.subject_cn
+        }
+    }
     /// Serial number as big-endian bytes (as encoded).
     pub fn serial(&self) -> &[u8] {
         &self.serial
@@ -204,6 +325,82 @@ impl Cert {
     pub fn valid_at(&self, at: OffsetDateTime) -> bool {
         self.not_before <= at && at <= self.not_after
     }
+
+    fn constraints(&self) -> Result<&Constraints, CertError> {
+        self.constraints
+            .as_ref()
+            .map_err(|reason| CertError::BadConstraints {
+                subject: self.name().into(),
+                reason: reason.clone(),
+            })
+    }
+
+    /// Whether basicConstraints says cA=TRUE.
+    pub fn is_ca(&self) -> bool {
+        self.constraints.as_ref().is_ok_and(|c| c.ca)
+    }
+
+    /// Checks that this certificate may have issued `subject` at a place in the path where
+    /// `cas_below` intermediate CAs lie between it and the leaf (RFC 5280 §6.1.4 (k), (l), (n)):
+    /// basicConstraints cA=TRUE, keyCertSign when keyUsage is present, and its pathLenConstraint.
+    pub fn check_issuer_of(&self, subject: &Cert, cas_below: usize) -> Result<(), CertError> {
+        let c = self.constraints()?;
+        if !c.ca {
+            return Err(CertError::IssuerNotCa {
+                issuer: self.name().into(),
+                subject: subject.name().into(),
+            });
+        }
+        if c.key_usage.is_some_and(|(cert_sign, _)| !cert_sign) {
+            return Err(CertError::IssuerNoKeyCertSign {
+                issuer: self.name().into(),
+                subject: subject.name().into(),
+            });
+        }
+        if let Some(limit) = c.path_len
+            && usize::try_from(limit).is_ok_and(|l| cas_below > l)
+        {
+            return Err(CertError::PathLenExceeded {
+                issuer: self.name().into(),
+                limit,
+                found: cas_below,
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks that this certificate is an end-entity (not a CA) whose keyUsage, if present,
+    /// allows signatures.
+    pub fn check_end_entity(&self) -> Result<(), CertError> {
+        let c = self.constraints()?;
+        if c.ca {
+            return Err(CertError::LeafIsCa {
+                subject: self.name().into(),
+            });
+        }
+        if c.key_usage.is_some_and(|(_, sign)| !sign) {
+            return Err(CertError::NoDigitalSignature {
+                subject: self.name().into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks that the extendedKeyUsage extension is present and names one of `oids`.
+    pub fn check_eku(&self, oids: &[&str]) -> Result<(), CertError> {
+        let c = self.constraints()?;
+        if c.eku
+            .as_ref()
+            .is_some_and(|e| e.iter().any(|o| oids.contains(&o.as_str())))
+        {
+            return Ok(());
+        }
+        Err(CertError::MissingEku {
+            subject: self.name().into(),
+            expected: oids.join(" or "),
+        })
+    }
+
     fn tbs_bytes(&self) -> &[u8] {
         self.der.get(self.tbs.clone()).unwrap_or_default()
     }
@@ -292,6 +489,27 @@ impl Cert {
             }
         })
     }
+}
+
+/// RFC 5280 role constraints of a signature-verified path `[leaf, intermediates…, root]`: the
+/// leaf is an end entity, and every certificate above it a CA that may sign certificates, within
+/// its pathLenConstraint. Returns every violation (empty when the path is sound). Signatures and
+/// validity are the caller's.
+pub fn path_constraint_errors(path: &[&Cert]) -> Vec<CertError> {
+    let mut errs = Vec::new();
+    if let Some(leaf) = path.first()
+        && let Err(e) = leaf.check_end_entity()
+    {
+        errs.push(e);
+    }
+    for (cas_below, w) in path.windows(2).enumerate() {
+        if let [subject, issuer] = w
+            && let Err(e) = issuer.check_issuer_of(subject, cas_below)
+        {
+            errs.push(e);
+        }
+    }
+    errs
 }
 
 fn verify_rsa_pss_sha384(

@@ -421,6 +421,16 @@ pub fn verify_chain(
     if let Err(e) = leaf.verify_rsa_pss_sha384_by(inter) {
         errs.push(e.into());
     }
+    // AMD's fixed three-certificate chain is walked here rather than by rustls-webpki: AMD's CA
+    // signatures carry RSASSA-PSS parameters with an explicitly encoded (DEFAULT) trailer field,
+    // which none of webpki's fixed algorithm identifiers match, so webpki cannot verify them.
+    // The RFC 5280 role constraints are enforced all the same: the ASK/ASVK must be a CA that
+    // may sign the leaf, the ARK one that may sign the ASK/ASVK, and the leaf an end entity.
+    errs.extend(
+        crate::certs::x509::path_constraint_errors(&[leaf, inter, ark])
+            .into_iter()
+            .map(SnpError::from),
+    );
     for c in [leaf, inter, ark] {
         check_time(c, at, &mut errs);
     }

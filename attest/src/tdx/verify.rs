@@ -420,6 +420,15 @@ impl IntelRoot {
         if let Err(e) = root.verify_ecdsa_p256_by(root) {
             errs.push(e.into());
         }
+        // A fixed-shape chain ending in a root pinned by hash: checked as a list (naming every
+        // failing certificate) with the RFC 5280 role constraints, so a PCK or TCB-signing leaf
+        // key can never act as an issuer.
+        let path: Vec<&Cert> = certs.iter().collect();
+        errs.extend(
+            crate::certs::x509::path_constraint_errors(&path)
+                .into_iter()
+                .map(TdxError::from),
+        );
         for c in &certs {
             check_time(c, at, errs);
         }

@@ -33,6 +33,29 @@ fn time(secs: u64) -> Time {
     Time::GeneralTime(GeneralizedTime::from_unix_duration(Duration::from_secs(secs)).unwrap())
 }
 
+/// basicConstraints cA=TRUE (with an optional pathLenConstraint) and keyUsage keyCertSign|cRLSign:
+/// what a CA certificate carries.
+pub fn ca_exts(path_len: Option<u8>) -> Vec<(&'static str, Vec<u8>)> {
+    let mut bc = vec![0x01, 0x01, 0xFF];
+    if let Some(n) = path_len {
+        bc.extend(der_int(n));
+    }
+    let mut bc_seq = vec![0x30, bc.len() as u8];
+    bc_seq.extend(bc);
+    vec![
+        ("2.5.29.19", bc_seq),
+        ("2.5.29.15", vec![0x03, 0x02, 0x01, 0x06]),
+    ]
+}
+
+/// extendedKeyUsage tcg-kp-AIKCertificate (2.23.133.8.3): the AK certificate profile.
+pub fn ak_eku_ext() -> (&'static str, Vec<u8>) {
+    (
+        "2.5.29.37",
+        vec![0x30, 0x07, 0x06, 0x05, 0x67, 0x81, 0x05, 0x08, 0x03],
+    )
+}
+
 pub fn der_int(v: u8) -> Vec<u8> {
     if v < 0x80 {
         vec![0x02, 1, v]
@@ -66,7 +89,8 @@ pub fn make_cert(
         .iter()
         .map(|(oid, v)| Extension {
             extn_id: ObjectIdentifier::new_unwrap(oid),
-            critical: false,
+            // basicConstraints and keyUsage are critical, as CAs issue them.
+            critical: matches!(*oid, "2.5.29.19" | "2.5.29.15"),
             extn_value: OctetString::new(v.clone()).unwrap(),
         })
         .collect();
@@ -138,7 +162,7 @@ fn build_amd(generation: &'static str) -> AmdPki {
         ark_spki.as_bytes(),
         1,
         (Y2020, Y2040),
-        &[],
+        &ca_exts(None),
         Signer::RsaPss(&ark_key),
     );
     let ask = make_cert(
@@ -147,7 +171,7 @@ fn build_amd(generation: &'static str) -> AmdPki {
         ask_spki.as_bytes(),
         2,
         (Y2020, Y2040),
-        &[],
+        &ca_exts(Some(0)),
         Signer::RsaPss(&ark_key),
     );
     AmdPki {

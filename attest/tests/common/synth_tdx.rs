@@ -7,7 +7,7 @@ use p256::ecdsa::signature::Signer as _;
 use p256::pkcs8::EncodePublicKey;
 use sha2::{Digest, Sha256};
 
-use super::synth::{Signer, Y2020, Y2040, make_cert};
+use super::synth::{Signer, Y2020, Y2040, ca_exts, make_cert};
 
 pub fn tlv(tag: u8, c: &[u8]) -> Vec<u8> {
     let mut v = vec![tag];
@@ -104,7 +104,7 @@ pub fn pki_with(pck_validity: (u64, u64)) -> IntelPki {
         &spki(&root_key),
         1,
         (Y2020, Y2040),
-        &[],
+        &ca_exts(Some(1)),
         Signer::P256(&root_key),
     );
     let platform_key = SigningKey::random(r);
@@ -114,7 +114,7 @@ pub fn pki_with(pck_validity: (u64, u64)) -> IntelPki {
         &spki(&platform_key),
         2,
         (Y2020, Y2040),
-        &[],
+        &ca_exts(Some(0)),
         Signer::P256(&root_key),
     );
     let pck_key = SigningKey::random(r);

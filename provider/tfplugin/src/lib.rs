@@ -90,7 +90,7 @@
 //! - [`diag`], [`path`]: diagnostics pointing at attributes.
 //! - [`handshake`], [`tls`], [`logging`]: go-plugin handshake, AutoMTLS, hclog-style logs.
 
-// --- A: data layer (values, types, schema, codecs, typed binding) ---
+// Data layer: values, types, schema, codecs, typed binding.
 pub mod binding;
 pub mod diag;
 pub mod json;
@@ -109,9 +109,8 @@ pub use schema::{
 };
 pub use types::{ObjectType, Type, TypeError};
 pub use value::{CodecError, Number, NumberError, Refinements, Value};
-// --- end A ---
 
-// --- B1: protocol server, handshake, AutoMTLS, logging, provider traits ---
+// Protocol server, handshake, AutoMTLS, logging, provider traits.
 pub mod convert;
 pub mod handshake;
 pub mod logging;
@@ -128,8 +127,6 @@ pub use provider::{
 };
 pub use server::{ServeError, ServeOptions, serve, serve_with};
 pub use tokio_util::sync::CancellationToken;
-// --- end B1 ---
 
-// --- B2: docs generator ---
+// Docs generator: registry-style Markdown pages from provider schemas.
 pub mod docs;
-// --- end B2 ---

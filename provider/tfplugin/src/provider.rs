@@ -251,6 +251,21 @@ impl StateResponse {
         }
     }
 
+    /// A failed create or update that still reports what exists: `state` together with the
+    /// error `diagnostics`.
+    ///
+    /// From [`Resource::create`] this is how a half-made object stays known: Terraform saves
+    /// the state, marks it tainted, and the next `destroy` (or the apply that replaces it)
+    /// calls [`Resource::delete`] with it. Without it, whatever the create made is in no
+    /// state and nothing ever removes it. Values still unknown in `state` are stored as null.
+    pub fn partial(state: Value, diagnostics: Diagnostics) -> Self {
+        Self {
+            state,
+            private: None,
+            diagnostics,
+        }
+    }
+
     /// Sets the private state.
     pub fn with_private(mut self, private: Vec<u8>) -> Self {
         self.private = Some(private);
@@ -486,7 +501,10 @@ pub trait Resource: Send + Sync + 'static {
     async fn modify_plan(&self, _ctx: &Context, _request: &PlanRequest, _plan: &mut PlanResponse) {}
 
     /// Creates the object. The returned state must keep every known planned value and
-    /// resolve every unknown one.
+    /// resolve every unknown one. A create that fails after it made something returns the
+    /// state of what exists with its errors ([`StateResponse::partial`]); it is cancelled
+    /// through [`Context::cancelled`] when Terraform is interrupted and should then return
+    /// such a state promptly.
     async fn create(&self, ctx: &Context, request: ApplyRequest) -> StateResponse;
 
     /// Updates the object in place (only attributes not forcing replacement changed).

@@ -102,6 +102,17 @@ impl Resource for Net {
         StateResponse::new(request.current_state)
     }
     async fn create(&self, _: &Context, request: ApplyRequest) -> StateResponse {
+        if request
+            .planned_state
+            .get_attr("name")
+            .and_then(Value::as_str)
+            == Some("half-made")
+        {
+            // Fails after making something: reports it (id still unknown) with the error.
+            let mut d = Diagnostics::new();
+            d.error("Create failed", "made half of it");
+            return StateResponse::partial(request.planned_state, d);
+        }
         StateResponse::new(request.planned_state)
     }
     async fn update(&self, _: &Context, request: ApplyRequest) -> StateResponse {
@@ -636,4 +647,43 @@ fn garbage_dynamic_values_give_diagnostics_not_panics() {
             .unwrap();
         }
     });
+}
+
+#[test]
+fn a_failed_create_keeps_its_partial_state_with_unknowns_as_null() {
+    let ty = net_schema().value_type();
+    let planned = Value::object([
+        ("name", Value::string("half-made")),
+        ("id", Value::unknown()),
+        ("password", Value::Null),
+        ("ports", Value::Null),
+        ("settings", Value::Null),
+    ]);
+    let config = Value::object([
+        ("name", Value::string("half-made")),
+        ("id", Value::Null),
+        ("password", Value::string("secret")),
+        ("ports", Value::Null),
+        ("settings", Value::Null),
+    ]);
+    let resp = block_on(async {
+        service()
+            .apply_resource_change(Request::new(pb::apply_resource_change::Request {
+                type_name: "t_net".into(),
+                prior_state: dv(&Value::Null, &ty),
+                planned_state: dv(&planned, &ty),
+                config: dv(&config, &ty),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+    });
+    // Only the handler's error: no complaint about unknowns, and the state is kept.
+    assert_eq!(resp.diagnostics.len(), 1, "{resp:?}");
+    assert_eq!(resp.diagnostics[0].summary, "Create failed");
+    let state = decode(&resp.new_state, &ty);
+    assert_eq!(state.get_attr("name").unwrap().as_str(), Some("half-made"));
+    assert!(state.get_attr("id").unwrap().is_null());
+    assert!(state.get_attr("password").unwrap().is_null());
 }

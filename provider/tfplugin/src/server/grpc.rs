@@ -683,6 +683,11 @@ impl pb::provider_server::Provider for ProviderService {
             let state = if failed && resp.state.is_null() && !creating {
                 // A failed update that returns nothing must not make Terraform forget it.
                 prior
+            } else if failed {
+                // A partial state with the error (Terraform saves it, tainted on create).
+                // Terraform rejects unknown values in any applied state, so what the handler
+                // could not resolve before failing is stored as null.
+                block.null_write_only(unknown_as_null(resp.state))
             } else {
                 block.null_write_only(resp.state)
             };
@@ -1017,4 +1022,13 @@ impl pb::provider_server::Provider for ProviderService {
             error: String::new(),
         }))
     }
+}
+
+/// `value` with every unknown part replaced by null.
+fn unknown_as_null(value: Value) -> Value {
+    value
+        .transform(|_, v| {
+            Ok::<_, std::convert::Infallible>(if v.is_unknown() { Value::Null } else { v })
+        })
+        .unwrap_or_else(|never| match never {})
 }
