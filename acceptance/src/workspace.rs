@@ -97,17 +97,27 @@ impl Workspace {
         let platform = format!("{}_{}", go_os(), go_arch());
         let mut dev = String::new();
         for p in providers {
-            let dir = mirror
-                .join(&p.hostname)
-                .join(&p.namespace)
-                .join(&p.type_name)
-                .join(&p.version)
-                .join(&platform);
-            mkdir(&dir)?;
-            link_or_copy(
-                &p.path,
-                &dir.join(format!("{}_v{}", p.executable_name(), p.version)),
-            )?;
+            // A source without a host in HCL (`constellation-rs/constellation`, as
+            // examples/local writes it) means the CLI's default registry, which is
+            // registry.terraform.io for terraform and registry.opentofu.org for tofu: the
+            // mirror answers for both, so one configuration works with either CLI.
+            let mut hosts = vec![p.hostname.as_str()];
+            if p.hostname == "registry.terraform.io" {
+                hosts.push("registry.opentofu.org");
+            }
+            for host in hosts {
+                let dir = mirror
+                    .join(host)
+                    .join(&p.namespace)
+                    .join(&p.type_name)
+                    .join(&p.version)
+                    .join(&platform);
+                mkdir(&dir)?;
+                link_or_copy(
+                    &p.path,
+                    &dir.join(format!("{}_v{}", p.executable_name(), p.version)),
+                )?;
+            }
             mkdir(&overrides)?;
             link_or_copy(&p.path, &overrides.join(p.executable_name()))?;
             dev.push_str(&format!(
