@@ -71,7 +71,7 @@ enum Cmd {
     /// Boots the node image like the provider's QEMU backend (OVMF, swtpm, blank state disk,
     /// host NIC with port forwards, private NIC, fw_cfg metadata) and streams the serial console.
     Run {
-        /// The disk image (booted with snapshot=on: it stays unchanged).
+        /// The disk image (attached read-only).
         #[arg(long, default_value = "image/out/disk.raw")]
         disk: PathBuf,
         /// Guest RAM in MiB.
@@ -82,13 +82,13 @@ enum Cmd {
         timeout: u64,
         /// `control-plane` or `worker`.
         #[arg(long, default_value = "control-plane")]
-        role: String,
+        role: constellation_node_api::metadata::Role,
         /// Node name.
         #[arg(long, default_value = "cp-0")]
         name: String,
         /// Private network address (/24).
         #[arg(long, default_value = "10.42.0.11")]
-        private_ip: String,
+        private_ip: std::net::Ipv4Addr,
         /// Multicast group:port of the private network.
         #[arg(long, default_value = "239.255.42.1:42042")]
         private_net: String,

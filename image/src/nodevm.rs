@@ -1,32 +1,30 @@
 //! Booting the node image the way the provider's QEMU backend does: OVMF + swtpm, the image as
-//! the first (snapshot) disk, a blank state disk as `/dev/vdb`, a "host" NIC on QEMU user
+//! the first (read-only) disk, a blank state disk as `/dev/vdb`, a "host" NIC on QEMU user
 //! networking with port forwards and a "private" NIC on a multicast hub, and the agent's
 //! metadata as fw_cfg items `opt/constellation/<key>` including `network`.
 //!
-//! `constellation-image run` and the image tests use this; the provider builds the same
-//! command line itself.
+//! `constellation-image run` and the image tests use this. The command line is the provider's
+//! own ([`constellation_vmm::qemu::NodeVm`]) and so is the metadata
+//! ([`constellation_node_api::metadata`]).
 
-use std::fmt::Write as _;
-use std::net::TcpListener;
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::vm::{Guest, GuestBuilder, VmError};
+use constellation_node_api::metadata::{NodeMetadata, Role, fw_cfg_name};
+use constellation_node_api::ports;
+use constellation_vmm::qemu::{self, HostNic, PrivateNic};
 
-/// Guest ports of the agent's servers that the host NIC forwards (init, management,
-/// verification HTTP and gRPC, recovery; see node/api `ports`).
+use crate::vm::{Guest, GuestBuilder, NodeGuest, VmError};
+
+/// Guest ports of the agent's servers that the host NIC forwards.
 pub const FORWARDED_GUEST_PORTS: [(&str, u16); 5] = [
-    ("init", 9000),
-    ("management", 9100),
-    ("verify-http", 30080),
-    ("verify-grpc", 30081),
-    ("recovery", 9999),
+    ("init", ports::INIT),
+    ("management", ports::MANAGEMENT),
+    ("verify-http", ports::VERIFY_HTTP),
+    ("verify-grpc", ports::VERIFY_GRPC),
+    ("recovery", ports::RECOVERY),
 ];
-
-/// The host NIC's address in QEMU user networking and its gateway.
-pub const HOST_NIC_IP: &str = "10.0.2.15";
-/// The user network's gateway.
-pub const HOST_NIC_GATEWAY: &str = "10.0.2.2";
 
 /// How to boot one node.
 #[derive(Debug, Clone)]
@@ -37,20 +35,16 @@ pub struct NodeVmOptions {
     pub state_disk: PathBuf,
     /// State disk size when it is created.
     pub state_disk_mib: u64,
-    /// `control-plane` or `worker`.
-    pub role: String,
+    /// Role.
+    pub role: Role,
     /// Node name.
     pub name: String,
-    /// Address on the private network.
-    pub private_ip: String,
+    /// Address on the private network (the NICs' MACs derive from it).
+    pub private_ip: Ipv4Addr,
     /// Prefix length of the private network.
     pub private_prefix: u8,
     /// Multicast group and port of the private network (`239.255.x.y:port`).
     pub private_group: String,
-    /// MAC of the host NIC.
-    pub host_mac: String,
-    /// MAC of the private NIC.
-    pub private_mac: String,
     /// `(host port, guest port)` forwards on 127.0.0.1.
     pub forwards: Vec<(u16, u16)>,
     /// Further fw_cfg items (`opt/constellation/<key>`, value), e.g. join-endpoints.
@@ -71,13 +65,11 @@ impl NodeVmOptions {
             disk: disk.into(),
             state_disk: state_disk.into(),
             state_disk_mib: 256,
-            role: "control-plane".into(),
+            role: Role::ControlPlane,
             name: "cp-0".into(),
-            private_ip: "10.42.0.11".into(),
+            private_ip: Ipv4Addr::new(10, 42, 0, 11),
             private_prefix: 24,
             private_group: "239.255.42.1:42042".into(),
-            host_mac: "52:54:00:c0:00:01".into(),
-            private_mac: "52:54:00:c1:00:01".into(),
             forwards: Vec::new(),
             extra_fw_cfg: Vec::new(),
             memory_mib: 2048,
@@ -98,52 +90,52 @@ impl NodeVmOptions {
         Ok(out)
     }
 
-    /// The `network` metadata value for the two NICs.
-    pub fn network_value(&self) -> String {
-        let mut s = String::new();
-        let _ = writeln!(
-            s,
-            "{} {HOST_NIC_IP}/24 via {HOST_NIC_GATEWAY}",
-            self.host_mac
-        );
-        let _ = writeln!(
-            s,
-            "{} {}/{}",
-            self.private_mac, self.private_ip, self.private_prefix
-        );
-        s
+    /// The node's metadata, as the provider writes it (the `network` key names both NICs).
+    pub fn metadata(&self) -> NodeMetadata {
+        NodeMetadata {
+            role: self.role,
+            name: self.name.clone(),
+            private_ip: self.private_ip.into(),
+            join_endpoints: Vec::new(),
+            init_secret_hash: None,
+            image_version: None,
+            network: qemu::network(self.private_ip, self.private_prefix),
+        }
     }
 
-    /// The fw_cfg items (name, value).
+    /// The fw_cfg items (name, value): the metadata, then [`Self::extra_fw_cfg`].
     pub fn fw_cfg(&self) -> Vec<(String, String)> {
-        let k = |key: &str| format!("opt/constellation/{key}");
-        let mut v = vec![
-            (k("role"), self.role.clone()),
-            (k("name"), self.name.clone()),
-            (k("private-ip"), self.private_ip.clone()),
-            (k("network"), self.network_value()),
-        ];
+        let mut v: Vec<(String, String)> = self
+            .metadata()
+            .encode()
+            .into_iter()
+            .map(|(key, value)| (fw_cfg_name(key), value))
+            .collect();
         v.extend(self.extra_fw_cfg.iter().cloned());
         v
     }
 
     /// A guest builder with all of the above (add `.serial_log(...)` etc. as needed).
     pub fn builder(&self) -> Result<GuestBuilder, VmError> {
+        let hub: SocketAddrV4 = self.private_group.parse().map_err(|e| {
+            VmError::Config(format!(
+                "private group {:?}: {e}; expected 239.255.x.y:port",
+                self.private_group
+            ))
+        })?;
         crate::vm::create_raw_disk(&self.state_disk, self.state_disk_mib)?;
-        let mut b = Guest::builder()
+        Ok(Guest::builder()
             .name(&self.name)
-            .uefi_disk(&self.disk)
-            .disk(&self.state_disk)
-            .tpm()
             .memory_mib(self.memory_mib)
             .cpus(self.cpus)
             .timeout(self.timeout)
-            .nic_user(&self.host_mac, HOST_NIC_IP, &self.forwards)
-            .nic_mcast(&self.private_mac, &self.private_group);
-        for (name, value) in self.fw_cfg() {
-            b = b.fw_cfg(&name, &value);
-        }
-        Ok(b)
+            .node(NodeGuest {
+                boot_disk: self.disk.clone(),
+                state_disk: self.state_disk.clone(),
+                host_nic: HostNic::for_node(self.private_ip, self.forwards.clone()),
+                private_nic: PrivateNic::for_node(self.private_ip, hub),
+                fw_cfg: self.fw_cfg(),
+            }))
     }
 }
 
@@ -168,16 +160,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn network_value_matches_the_contract() {
+    fn metadata_matches_the_contract() {
         let o = NodeVmOptions::control_plane("d", "s");
+        let items = o.fw_cfg();
+        let network = items
+            .iter()
+            .find(|(k, _)| k == "opt/constellation/network")
+            .map(|(_, v)| v.as_str());
         assert_eq!(
-            o.network_value(),
-            "52:54:00:c0:00:01 10.0.2.15/24 via 10.0.2.2\n52:54:00:c1:00:01 10.42.0.11/24\n"
+            network,
+            Some("52:54:00:c0:00:0b 10.0.2.15/24 via 10.0.2.2\n52:54:00:c1:00:0b 10.42.0.11/24\n")
         );
-        assert!(
-            o.fw_cfg()
-                .iter()
-                .any(|(k, _)| k == "opt/constellation/network")
-        );
+        assert!(items.contains(&("opt/constellation/role".into(), "control-plane".into())));
     }
 }

@@ -20,6 +20,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use constellation_vmm::VmmError;
+use constellation_vmm::qemu::{self, Accel, DiskCache, HostNic, NodeVm, PrivateNic, QEMU};
+use constellation_vmm::swtpm::{self, Swtpm};
+
 use crate::cpio::Archive;
 use crate::debian::{Cache, Lock};
 use crate::initramfs::{self, InitramfsError};
@@ -28,10 +32,9 @@ use crate::kernel::{DEFAULT_MODULES, Kernel, KernelError};
 /// The line the harness init prints when the program ends.
 pub const EXIT_MARKER: &str = "CONSTELLATION-GUEST-EXIT=";
 
-/// OVMF firmware code (read-only) from Debian's `ovmf` package.
-pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
-/// OVMF variable store template; each guest gets its own copy.
-pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+/// OVMF firmware code (read-only) and the variable store template (each guest gets its own
+/// copy), from Debian's `ovmf` package.
+pub use constellation_vmm::qemu::{OVMF_CODE, OVMF_VARS};
 
 /// Errors from preparing, booting or waiting for a guest.
 #[derive(Debug, thiserror::Error)]
@@ -212,21 +215,26 @@ pub struct GuestBuilder {
     user_net_forwards: Vec<(u16, u16)>,
     extra_modules: Vec<String>,
     fw_cfg: Vec<(String, String)>,
-    nics: Vec<Nic>,
+    node: Option<NodeGuest>,
     extra_qemu_args: Vec<String>,
 }
 
-/// A NIC with a fixed MAC, for guests that configure their own network (the node image).
+/// The node image booted as the provider boots it ([`GuestBuilder::node`]): what differs per
+/// node. The harness adds the rest in the guest's temporary directory (firmware variables,
+/// TPM, metadata files, serial log).
 #[derive(Debug, Clone)]
-enum Nic {
-    /// QEMU user networking (slirp, 10.0.2.0/24) with TCP forwards from 127.0.0.1.
-    User {
-        mac: String,
-        guest_ip: String,
-        forwards: Vec<(u16, u16)>,
-    },
-    /// A multicast socket hub: every NIC on the same group:port sees every frame.
-    Mcast { mac: String, group: String },
+pub struct NodeGuest {
+    /// The node image (`disk.raw`), attached read-only.
+    pub boot_disk: PathBuf,
+    /// The state disk (must exist, see [`create_raw_disk`]).
+    pub state_disk: PathBuf,
+    /// The host NIC and its forwards from 127.0.0.1.
+    pub host_nic: HostNic,
+    /// The private NIC on a multicast hub.
+    pub private_nic: PrivateNic,
+    /// fw_cfg items (name, value), e.g. the node's metadata; passed as files, so values
+    /// may contain commas.
+    pub fw_cfg: Vec<(String, String)>,
 }
 
 /// Entry point of the harness.
@@ -256,7 +264,7 @@ impl Guest {
             user_net_forwards: Vec::new(),
             extra_modules: Vec::new(),
             fw_cfg: Vec::new(),
-            nics: Vec::new(),
+            node: None,
             extra_qemu_args: Vec::new(),
         }
     }
@@ -379,26 +387,12 @@ impl GuestBuilder {
         self
     }
 
-    /// Adds a virtio NIC with this MAC on QEMU user networking (10.0.2.0/24, gateway
-    /// 10.0.2.2) forwarding `127.0.0.1:<host>` to `<guest_ip>:<guest>` for each
-    /// `(host, guest)` pair. The guest configures the address itself (NICs added with this and
-    /// [`Self::nic_mcast`] come after those of [`Self::net`], in call order).
-    pub fn nic_user(mut self, mac: &str, guest_ip: &str, forwards: &[(u16, u16)]) -> Self {
-        self.nics.push(Nic::User {
-            mac: mac.to_owned(),
-            guest_ip: guest_ip.to_owned(),
-            forwards: forwards.to_vec(),
-        });
-        self
-    }
-
-    /// Adds a virtio NIC with this MAC on a multicast socket hub `group` (`239.255.x.y:port`),
-    /// an L2 network between every guest using the same group (no root needed).
-    pub fn nic_mcast(mut self, mac: &str, group: &str) -> Self {
-        self.nics.push(Nic::Mcast {
-            mac: mac.to_owned(),
-            group: group.to_owned(),
-        });
+    /// Boots the node image as a node VM: the provider's QEMU command line
+    /// ([`constellation_vmm::qemu::NodeVm`]) with a vTPM, kept as a child of this process.
+    /// Program, files, disks, networks and cmdline settings of the harness are then ignored.
+    pub fn node(mut self, node: NodeGuest) -> Self {
+        self.tpm = true;
+        self.node = Some(node);
         self
     }
 
@@ -593,7 +587,101 @@ impl GuestBuilder {
             .map_err(io("create temporary directory", &std::env::temp_dir()))?;
         let serial = work.path().join("serial.log");
         let stderr_path = work.path().join("qemu.stderr");
-        let mut cmd = Command::new("qemu-system-x86_64");
+        let accel = std::env::var("CONSTELLATION_ACCEL").unwrap_or_else(|_| "tcg".into());
+        let accel = Accel::parse(&accel).ok_or_else(|| {
+            VmError::Config(format!("CONSTELLATION_ACCEL={accel}: use tcg or kvm"))
+        })?;
+        let mut cmd = match &self.node {
+            Some(node) => self.node_command(node, work.path(), &serial, accel)?,
+            None => self.harness_command(work.path(), &serial, accel)?,
+        };
+        let swtpm = if self.tpm {
+            Some(self.start_swtpm(work.path())?)
+        } else {
+            None
+        };
+        cmd.args(&self.extra_qemu_args);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(&stderr_path).map_err(io("create", &stderr_path))?);
+        let qemu = cmd.spawn().map_err(|source| VmError::MissingProgram {
+            program: QEMU.into(),
+            source,
+        })?;
+        Ok(RunningGuest {
+            name: self.name,
+            qemu: ChildGuard(Some(qemu)),
+            swtpm,
+            serial,
+            stderr_path,
+            copy_serial_to: self.serial_log,
+            timeout: self.timeout,
+            started: Instant::now(),
+            _work: work,
+        })
+    }
+
+    /// This guest's OVMF variable store (copied from the template if it does not exist yet).
+    fn ovmf_vars_in(&self, work: &Path) -> Result<PathBuf, VmError> {
+        let vars = match &self.ovmf_vars {
+            Some(v) => v.clone(),
+            None => work.join("OVMF_VARS.fd"),
+        };
+        if !vars.exists() {
+            fs::copy(OVMF_VARS, &vars).map_err(io("copy OVMF vars to", &vars))?;
+        }
+        Ok(vars)
+    }
+
+    /// A node VM: the provider's command line ([`NodeVm`]) with a throw-away state disk
+    /// cache, and a guest that powers off instead of rebooting.
+    fn node_command(
+        &self,
+        node: &NodeGuest,
+        work: &Path,
+        serial: &Path,
+        accel: Accel,
+    ) -> Result<Command, VmError> {
+        let meta = work.join("fw_cfg");
+        fs::create_dir_all(&meta).map_err(io("create", &meta))?;
+        let mut fw_cfg = Vec::new();
+        for (i, (name, value)) in node.fw_cfg.iter().chain(&self.fw_cfg).enumerate() {
+            let file = meta.join(i.to_string());
+            fs::write(&file, value).map_err(io("write", &file))?;
+            fw_cfg.push((name.clone(), file));
+        }
+        let vm = NodeVm {
+            name: self.name.clone(),
+            accel,
+            memory_mib: self.memory_mib,
+            vcpus: self.cpus,
+            ovmf_code: OVMF_CODE.into(),
+            ovmf_vars: self.ovmf_vars_in(work)?,
+            tpm_socket: work.join("swtpm.sock"),
+            boot_disk: node.boot_disk.clone(),
+            state_disk: node.state_disk.clone(),
+            state_disk_cache: DiskCache::Unsafe,
+            host_nic: node.host_nic.clone(),
+            private_nic: node.private_nic,
+            fw_cfg,
+            serial_log: serial.to_path_buf(),
+            qmp_socket: None,
+            pid_file: None,
+        };
+        let mut cmd = vm.command().map_err(vmm_error(&self.name))?;
+        // Only the disk: no boot attempts of other devices by the firmware.
+        cmd.args(["-no-reboot", "-boot", "strict=on"]);
+        Ok(cmd)
+    }
+
+    /// A harness guest: direct kernel boot or a UEFI disk, with the harness's networks.
+    fn harness_command(
+        &self,
+        work: &Path,
+        serial: &Path,
+        accel: Accel,
+    ) -> Result<Command, VmError> {
+        let mut cmd = Command::new(QEMU);
         cmd.args([
             "-nodefaults",
             "-no-reboot",
@@ -602,32 +690,15 @@ impl GuestBuilder {
             "-monitor",
             "none",
         ]);
-        let accel = std::env::var("CONSTELLATION_ACCEL").unwrap_or_else(|_| "tcg".into());
-        cmd.args(["-machine", &format!("q35,accel={accel}")]);
-        // `max` gives TCG guests AES-NI and friends, which the crypto modules expect.
-        cmd.args(["-cpu", if accel == "kvm" { "host" } else { "max" }]);
-        cmd.args(["-m", &self.memory_mib.to_string()]);
-        cmd.args(["-smp", &self.cpus.to_string()]);
-        cmd.arg("-chardev")
-            .arg(format!("file,id=ser0,path={}", serial.display()));
-        cmd.args(["-serial", "chardev:ser0"]);
+        cmd.args(qemu::machine_args(accel, self.memory_mib, self.cpus));
+        cmd.args(qemu::serial_args(serial, false).map_err(vmm_error(&self.name))?);
         cmd.args(["-device", "virtio-rng-pci"]);
 
         if let Some(disk) = &self.uefi_disk {
-            let vars = match &self.ovmf_vars {
-                Some(v) => v.clone(),
-                None => work.path().join("OVMF_VARS.fd"),
-            };
-            if !vars.exists() {
-                fs::copy(OVMF_VARS, &vars).map_err(io("copy OVMF vars to", &vars))?;
-            }
-            cmd.arg("-drive").arg(format!(
-                "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"
-            ));
-            cmd.arg("-drive").arg(format!(
-                "if=pflash,format=raw,unit=1,file={}",
-                vars.display()
-            ));
+            let vars = self.ovmf_vars_in(work)?;
+            cmd.args(
+                qemu::uefi_args(Path::new(OVMF_CODE), &vars).map_err(vmm_error(&self.name))?,
+            );
             cmd.arg("-drive").arg(format!(
                 "if=none,id=boot,format=raw,snapshot=on,file={}",
                 disk.display()
@@ -637,7 +708,7 @@ impl GuestBuilder {
             cmd.args(["-boot", "strict=on"]);
         } else {
             let base = HarnessBase::get()?;
-            let initrd = work.path().join("initramfs.cpio");
+            let initrd = work.join("initramfs.cpio");
             fs::write(&initrd, self.initramfs(base)?).map_err(io("write", &initrd))?;
             cmd.arg("-kernel").arg(&base.kernel.vmlinuz);
             cmd.arg("-initrd").arg(&initrd);
@@ -675,29 +746,6 @@ impl GuestBuilder {
                 ));
             }
         }
-        for (i, nic) in self.nics.iter().enumerate() {
-            let (netdev, mac) = match nic {
-                Nic::User {
-                    mac,
-                    guest_ip,
-                    forwards,
-                } => {
-                    let mut s = format!("user,id=nic{i},net=10.0.2.0/24");
-                    for (h, g) in forwards {
-                        let _ = write!(s, ",hostfwd=tcp:127.0.0.1:{h}-{guest_ip}:{g}");
-                    }
-                    (s, mac)
-                }
-                Nic::Mcast { mac, group } => (
-                    format!("socket,id=nic{i},mcast={group},localaddr=127.0.0.1"),
-                    mac,
-                ),
-            };
-            cmd.arg("-netdev").arg(netdev);
-            // romfile=: no iPXE option ROM (it only slows OVMF down; the image never net-boots).
-            cmd.arg("-device")
-                .arg(format!("virtio-net-pci,netdev=nic{i},mac={mac},romfile="));
-        }
         if !self.user_net_forwards.is_empty() {
             let mut s = String::from("user,id=user0,net=10.0.2.0/24");
             for (h, g) in &self.user_net_forwards {
@@ -716,100 +764,70 @@ impl GuestBuilder {
             cmd.arg("-fw_cfg")
                 .arg(format!("name={name},string={value}"));
         }
-
-        let mut swtpm = None;
         if self.tpm {
-            let state = match &self.tpm_state {
-                Some(d) => d.clone(),
-                None => work.path().join("tpm"),
-            };
-            fs::create_dir_all(&state).map_err(io("create", &state))?;
-            if !state.join("tpm2-00.permall").exists() {
-                manufacture_tpm(&state, &self.name)?;
-            }
-            let sock = work.path().join("swtpm.sock");
-            let tpm_err = work.path().join("swtpm.stderr");
-            let child = Command::new("swtpm")
-                .args(["socket", "--tpm2", "--terminate"])
-                .arg("--tpmstate")
-                .arg(format!("dir={}", state.display()))
-                .arg("--ctrl")
-                .arg(format!("type=unixio,path={}", sock.display()))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(File::create(&tpm_err).map_err(io("create", &tpm_err))?)
-                .spawn()
-                .map_err(|source| VmError::MissingProgram {
-                    program: "swtpm".into(),
-                    source,
-                })?;
-            let mut guard = ChildGuard(Some(child));
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while !sock.exists() {
-                let exited = guard.0.as_mut().and_then(|c| c.try_wait().ok().flatten());
-                if exited.is_some() || Instant::now() > deadline {
-                    return Err(VmError::Swtpm {
-                        name: self.name.clone(),
-                        detail: fs::read_to_string(&tpm_err).unwrap_or_default(),
-                    });
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            cmd.arg("-chardev")
-                .arg(format!("socket,id=chrtpm,path={}", sock.display()));
-            cmd.args(["-tpmdev", "emulator,id=tpm0,chardev=chrtpm"]);
-            cmd.args(["-device", "tpm-crb,tpmdev=tpm0"]);
-            swtpm = Some(guard);
+            cmd.args(
+                qemu::tpm_args(&work.join("swtpm.sock")).map_err(vmm_error(&self.name))?,
+            );
         }
+        Ok(cmd)
+    }
 
-        cmd.args(&self.extra_qemu_args);
-        cmd.stdin(Stdio::null())
+    /// Starts the guest's swtpm on `<work>/swtpm.sock`, manufacturing its TPM first unless the
+    /// state directory already holds one.
+    fn start_swtpm(&self, work: &Path) -> Result<ChildGuard, VmError> {
+        let state = match &self.tpm_state {
+            Some(d) => d.clone(),
+            None => work.join("tpm"),
+        };
+        fs::create_dir_all(&state).map_err(io("create", &state))?;
+        if !state.join("tpm2-00.permall").exists() {
+            swtpm::manufacture(&state, swtpm::Manufacture::default())
+                .map_err(vmm_error(&self.name))?;
+        }
+        let sock = work.join("swtpm.sock");
+        let tpm_err = work.join("swtpm.stderr");
+        let child = Swtpm::for_qemu(&state, &sock)
+            .command()
             .stdout(Stdio::null())
-            .stderr(File::create(&stderr_path).map_err(io("create", &stderr_path))?);
-        let qemu = cmd.spawn().map_err(|source| VmError::MissingProgram {
-            program: "qemu-system-x86_64".into(),
-            source,
-        })?;
-        Ok(RunningGuest {
-            name: self.name,
-            qemu: ChildGuard(Some(qemu)),
-            swtpm,
-            serial,
-            stderr_path,
-            copy_serial_to: self.serial_log,
-            timeout: self.timeout,
-            started: Instant::now(),
-            _work: work,
-        })
+            .stderr(File::create(&tpm_err).map_err(io("create", &tpm_err))?)
+            .spawn()
+            .map_err(|source| VmError::MissingProgram {
+                program: swtpm::SWTPM.into(),
+                source,
+            })?;
+        let mut guard = ChildGuard(Some(child));
+        let up = swtpm::wait_for_socket(&sock, Duration::from_secs(30), || {
+            guard
+                .0
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+                .is_some()
+        });
+        if !up {
+            return Err(VmError::Swtpm {
+                name: self.name.clone(),
+                detail: fs::read_to_string(&tpm_err).unwrap_or_default(),
+            });
+        }
+        Ok(guard)
     }
 }
 
-/// Manufactures a fresh vTPM with only the SHA-256 PCR bank active. swtpm's own default
-/// activates SHA-1, SHA-256, SHA-384 and SHA-512, so firmware, stub and kernel hash every
-/// measured byte four times — in software, which under TCG costs seconds per boot. Attestation
-/// only uses the SHA-256 bank (the same default as `swtpm_setup`).
-pub fn manufacture_tpm(state: &Path, name: &str) -> Result<(), VmError> {
-    let out = Command::new("swtpm_setup")
-        .args(["--tpm2", "--pcr-banks", "sha256", "--tpmstate"])
-        .arg(state)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|source| VmError::MissingProgram {
-            program: "swtpm_setup".into(),
+/// A shared VM-builder error as the harness reports it.
+fn vmm_error(name: &str) -> impl FnOnce(VmmError) -> VmError + '_ {
+    move |e| match e {
+        VmmError::MissingProgram {
+            program, source, ..
+        } => VmError::MissingProgram {
+            program: program.into(),
             source,
-        })?;
-    if !out.status.success() {
-        return Err(VmError::Swtpm {
+        },
+        VmmError::Argument { .. } => VmError::Config(e.to_string()),
+        other => VmError::Swtpm {
             name: name.to_owned(),
-            detail: format!(
-                "swtpm_setup --pcr-banks sha256 failed ({}): {}{}",
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        });
+            detail: other.to_string(),
+        },
     }
-    Ok(())
 }
 
 /// utime + stime of a `/proc/<pid>/stat` line in seconds. The fields after the command name

@@ -1,6 +1,10 @@
 //! Compiles the node's .proto files with protox, a protobuf compiler in Rust, so the build
 //! needs no system `protoc` or well-known-type includes (see docs/architecture.md).
 
+#[cfg(not(feature = "grpc"))]
+fn main() {}
+
+#[cfg(feature = "grpc")]
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "proto/init.proto",

@@ -7,7 +7,10 @@
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
+
+use constellation_vmm::VmmError;
+use constellation_vmm::swtpm::{self, Manufacture};
 use std::time::{Duration, Instant};
 
 /// A running `swtpm socket --tpm2` on 127.0.0.1.
@@ -75,37 +78,22 @@ impl Drop for Swtpm {
     }
 }
 
-fn swtpm_missing(e: io::Error, prog: &str) -> io::Error {
-    if e.kind() == io::ErrorKind::NotFound {
-        io::Error::new(
-            e.kind(),
-            format!(
-                "{prog} not found on PATH; install swtpm and swtpm-tools (scripts/install-deps.sh)"
-            ),
-        )
-    } else {
-        e
-    }
-}
-
 fn setup_ek(dir: &Path) -> io::Result<()> {
-    let out = Command::new("swtpm_setup")
-        .arg("--tpm2")
-        .arg("--tpmstate")
-        .arg(dir)
-        .args(["--create-ek-cert", "--create-platform-cert", "--overwrite"])
-        .args(["--pcr-banks", "sha256"])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| swtpm_missing(e, "swtpm_setup"))?;
-    if !out.status.success() {
-        return Err(io::Error::other(format!(
-            "swtpm_setup failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        )));
-    }
-    Ok(())
+    swtpm::manufacture(
+        dir,
+        Manufacture {
+            ek_certificates: true,
+        },
+    )
+    .map_err(|e| match e {
+        VmmError::MissingProgram { source, .. } if source.kind() == io::ErrorKind::NotFound => {
+            io::Error::new(
+                source.kind(),
+                format!("{e}; or run scripts/install-deps.sh"),
+            )
+        }
+        other => io::Error::other(other.to_string()),
+    })
 }
 
 /// Two consecutive free loopback ports (server, ctrl). The OS may hand them out again before
@@ -126,20 +114,22 @@ fn free_port_pair() -> io::Result<u16> {
 
 fn spawn(dir: &Path, port: u16) -> io::Result<Child> {
     let log = std::fs::File::create(dir.join("swtpm.log"))?;
-    Command::new("swtpm")
-        .args(["socket", "--tpm2"])
-        .arg("--server")
-        .arg(format!("type=tcp,port={port},bindaddr=127.0.0.1"))
-        .arg("--ctrl")
-        .arg(format!("type=tcp,port={},bindaddr=127.0.0.1", port + 1))
-        .arg("--tpmstate")
-        .arg(format!("dir={}", dir.display()))
-        .args(["--flags", "not-need-init,startup-clear"])
-        .stdin(Stdio::null())
+    swtpm::Swtpm::on_tcp(dir, port)
+        .command()
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
-        .map_err(|e| swtpm_missing(e, "swtpm"))
+        .map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                io::Error::new(
+                    e.kind(),
+                    "swtpm not found on PATH; install swtpm and swtpm-tools \
+                     (scripts/install-deps.sh)",
+                )
+            } else {
+                e
+            }
+        })
 }
 
 /// Waits until the control port accepts (probing the control channel leaves the single TPM

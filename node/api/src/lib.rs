@@ -1,10 +1,16 @@
-//! gRPC API definitions shared by the node agent and the provider.
+//! The contracts between the node agent and those that start and reach it (the provider, the
+//! image's VM harness): the gRPC API, the instance metadata format ([`metadata`]) and the
+//! service ports ([`ports`]).
 //!
-//! The `.proto` files under `proto/` are the source of truth; see `docs/node-api.md`.
-//! This crate carries no TPM or disk dependencies so that the provider can use it on a
-//! user's laptop.
+//! The `.proto` files under `proto/` are the source of truth of the API; see
+//! `docs/node-api.md`. The gRPC code is behind the `grpc` feature (default), so a producer of
+//! metadata alone (the image crate) compiles no protobuf. This crate carries no TPM or disk
+//! dependencies so that the provider can use it on a user's laptop.
+
+pub mod metadata;
 
 /// Version 1 of the node API (`constellation.node.v1`).
+#[cfg(feature = "grpc")]
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 pub mod v1 {
     tonic::include_proto!("constellation.node.v1");

@@ -2,21 +2,14 @@
 //! values of the known keys, which are then cleaned and parsed. Must never panic.
 #![no_main]
 
-use constellation_node::metadata::{clean_value, keys, parse_instance, parse_network};
+use constellation_node::metadata::{clean_value, keys, parse_instance};
+use constellation_node_api::metadata::parse_network;
 use libfuzzer_sys::fuzz_target;
 
-const KEYS: [&str; 7] = [
-    keys::ROLE,
-    keys::NAME,
-    keys::PRIVATE_IP,
-    keys::JOIN_ENDPOINTS,
-    keys::INIT_SECRET_HASH,
-    keys::IMAGE_VERSION,
-    keys::NETWORK,
-];
+const KEYS: [&str; 7] = keys::ALL;
 
 fuzz_target!(|data: &[u8]| {
-    // The network key's own parser, on the whole input as text.
+    // The network key's own parser (the node API's codec), on the whole input as text.
     if let Ok(s) = std::str::from_utf8(data) {
         let _ = parse_network(s);
     }

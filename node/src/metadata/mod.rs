@@ -8,174 +8,18 @@
 //! reads the same keys as plain files from a directory (host tests). Cloud IMDS variants come
 //! with the cloud backends.
 
-use std::fmt;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-/// Largest metadata value read, in bytes.
-pub const MAX_VALUE_BYTES: u64 = 64 * 1024;
+pub use constellation_node_api::metadata::{
+    InterfaceAddress, MAX_VALUE_BYTES, Role, format_mac, keys,
+};
 
-/// The node's role.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Role {
-    /// Serves init/join/key/verification/recovery/management.
-    ControlPlane,
-    /// Runs workloads only.
-    Worker,
-}
+/// What the metadata says about this instance (the node API's metadata format).
+pub type InstanceInfo = constellation_node_api::metadata::NodeMetadata;
 
-impl Role {
-    /// `control-plane` or `worker`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::ControlPlane => "control-plane",
-            Role::Worker => "worker",
-        }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for Role {
-    type Err = MetadataError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim() {
-            "control-plane" | "controlplane" => Ok(Role::ControlPlane),
-            "worker" => Ok(Role::Worker),
-            other => Err(MetadataError::Invalid {
-                key: "role",
-                reason: format!("{other:?} is neither \"control-plane\" nor \"worker\""),
-            }),
-        }
-    }
-}
-
-/// What the metadata says about this instance.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InstanceInfo {
-    /// Role.
-    pub role: Role,
-    /// Node name (unique in the cluster).
-    pub name: String,
-    /// Address on the private network.
-    pub private_ip: IpAddr,
-    /// Join-service endpoints (`host:port`) of control planes to try.
-    pub join_endpoints: Vec<String>,
-    /// argon2id PHC hash of the one-time init secret (first control plane only).
-    pub init_secret_hash: Option<String>,
-    /// Image version, when the host passes it (otherwise the agent's built-in one).
-    pub image_version: Option<String>,
-    /// Static interface configuration (key `network`); empty: leave networking alone.
-    pub network: Vec<InterfaceAddress>,
-}
-
-/// One line of the `network` key: `<mac> <address>/<prefix>[ via <gateway>]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct InterfaceAddress {
-    /// MAC address that identifies the interface.
-    pub mac: [u8; 6],
-    /// Address to add.
-    pub address: IpAddr,
-    /// Prefix length of `address`.
-    pub prefix: u8,
-    /// Default gateway through this interface, if any.
-    pub gateway: Option<IpAddr>,
-}
-
-impl InterfaceAddress {
-    /// The MAC in the usual `52:54:00:…` form.
-    pub fn mac_string(&self) -> String {
-        format_mac(&self.mac)
-    }
-}
-
-/// Formats a MAC address as lower-case colon-separated hex.
-pub fn format_mac(mac: &[u8]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
-fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let mut mac = [0u8; 6];
-    let mut parts = s.split(':');
-    for b in &mut mac {
-        let p = parts.next()?;
-        if p.len() != 2 {
-            return None;
-        }
-        *b = u8::from_str_radix(p, 16).ok()?;
-    }
-    parts.next().is_none().then_some(mac)
-}
-
-/// Parses the `network` key: one interface per non-empty line,
-/// `<mac> <address>/<prefix>[ via <gateway>]`. Pure and panic-free (fuzzed).
+/// Parses the `network` key (see [`constellation_node_api::metadata::parse_network`]).
 pub fn parse_network(value: &str) -> Result<Vec<InterfaceAddress>, MetadataError> {
-    let mut out: Vec<InterfaceAddress> = Vec::new();
-    for (n, line) in value.lines().map(str::trim).enumerate() {
-        if line.is_empty() {
-            continue;
-        }
-        let bad = |reason: String| MetadataError::Invalid {
-            key: keys::NETWORK,
-            reason: format!("line {}: {reason}", n + 1),
-        };
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let (mac, cidr, gateway) = match words.as_slice() {
-            [mac, cidr] => (*mac, *cidr, None),
-            [mac, cidr, "via", gw] => (*mac, *cidr, Some(*gw)),
-            _ => {
-                return Err(bad(format!(
-                    "{line:?}: expected \"<mac> <address>/<prefix>[ via <gateway>]\""
-                )));
-            }
-        };
-        let mac = parse_mac(mac).ok_or_else(|| bad(format!("{mac:?} is not a MAC address")))?;
-        let (addr, prefix) = cidr
-            .split_once('/')
-            .ok_or_else(|| bad(format!("{cidr:?} has no /prefix")))?;
-        let address: IpAddr = addr
-            .parse()
-            .map_err(|e| bad(format!("address {addr:?}: {e}")))?;
-        let max = if address.is_ipv4() { 32 } else { 128 };
-        let prefix: u8 = prefix
-            .parse()
-            .ok()
-            .filter(|p| *p <= max)
-            .ok_or_else(|| bad(format!("prefix {prefix:?} is not in 0..={max}")))?;
-        let gateway = gateway
-            .map(|g| {
-                g.parse::<IpAddr>()
-                    .map_err(|e| bad(format!("gateway {g:?}: {e}")))
-                    .and_then(|gw| {
-                        if gw.is_ipv4() == address.is_ipv4() {
-                            Ok(gw)
-                        } else {
-                            Err(bad(format!(
-                                "gateway {g} and address {addr} differ in family"
-                            )))
-                        }
-                    })
-            })
-            .transpose()?;
-        if out.iter().any(|i| i.mac == mac) {
-            return Err(bad(format!("{} is listed twice", format_mac(&mac))));
-        }
-        out.push(InterfaceAddress {
-            mac,
-            address,
-            prefix,
-            gateway,
-        });
-    }
-    Ok(out)
+    constellation_node_api::metadata::parse_network(value).map_err(MetadataError::from_format)
 }
 
 /// Metadata errors.
@@ -209,29 +53,27 @@ pub enum MetadataError {
     },
 }
 
+impl MetadataError {
+    fn from_format(e: constellation_node_api::metadata::MetadataError) -> Self {
+        use constellation_node_api::metadata::MetadataError as F;
+        match e {
+            F::Missing { key } => MetadataError::Missing {
+                key,
+                path: PathBuf::from(key),
+            },
+            F::Invalid { key, reason } => MetadataError::Invalid { key, reason },
+            other => MetadataError::Invalid {
+                key: "metadata",
+                reason: other.to_string(),
+            },
+        }
+    }
+}
+
 /// A source of instance metadata.
 pub trait Metadata: Send + Sync {
     /// Reads the current metadata (re-read on every call: peers may change).
     fn instance(&self) -> Result<InstanceInfo, MetadataError>;
-}
-
-/// Keys read by the file-based sources.
-pub mod keys {
-    /// `control-plane` or `worker`.
-    pub const ROLE: &str = "role";
-    /// Node name.
-    pub const NAME: &str = "name";
-    /// Private IP address.
-    pub const PRIVATE_IP: &str = "private-ip";
-    /// Join endpoints, `host:port`, separated by commas or newlines.
-    pub const JOIN_ENDPOINTS: &str = "join-endpoints";
-    /// argon2id PHC string of the init secret.
-    pub const INIT_SECRET_HASH: &str = "init-secret-hash";
-    /// Image version.
-    pub const IMAGE_VERSION: &str = "image-version";
-    /// Static interface configuration, one line per interface (see
-    /// [`super::parse_network`]).
-    pub const NETWORK: &str = "network";
 }
 
 /// Reads keys as files below a root; `suffix` is appended to each key path (fw_cfg: `raw`).
@@ -296,51 +138,20 @@ pub fn parse_instance(
     read: impl Fn(&'static str) -> Result<Option<String>, MetadataError>,
     path: impl Fn(&'static str) -> PathBuf,
 ) -> Result<InstanceInfo, MetadataError> {
-    let required = |key: &'static str| match read(key)? {
-        Some(v) if !v.is_empty() => Ok(v),
-        _ => Err(MetadataError::Missing {
-            key,
-            path: path(key),
-        }),
-    };
-    let role = required(keys::ROLE)?.parse()?;
-    let name = required(keys::NAME)?;
-    if name.len() > 63
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
-    {
-        return Err(MetadataError::Invalid {
-            key: keys::NAME,
-            reason: "use 1..=63 characters of [A-Za-z0-9.-]".into(),
-        });
+    let mut values = std::collections::BTreeMap::new();
+    for key in keys::ALL {
+        if let Some(v) = read(key)? {
+            values.insert(key, v);
+        }
     }
-    let ip = required(keys::PRIVATE_IP)?;
-    let private_ip = ip.parse().map_err(|e| MetadataError::Invalid {
-        key: keys::PRIVATE_IP,
-        reason: format!("{ip:?}: {e}"),
-    })?;
-    let join_endpoints = read(keys::JOIN_ENDPOINTS)?
-        .unwrap_or_default()
-        .split([',', '\n'])
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect();
-    let init_secret_hash = read(keys::INIT_SECRET_HASH)?.filter(|s| !s.is_empty());
-    let image_version = read(keys::IMAGE_VERSION)?.filter(|s| !s.is_empty());
-    let network = match read(keys::NETWORK)? {
-        Some(v) => parse_network(&v)?,
-        None => Vec::new(),
-    };
-    Ok(InstanceInfo {
-        role,
-        name,
-        private_ip,
-        join_endpoints,
-        init_secret_hash,
-        image_version,
-        network,
+    InstanceInfo::decode(|key| values.get(key).map(String::as_str)).map_err(|e| {
+        match MetadataError::from_format(e) {
+            MetadataError::Missing { key, .. } => MetadataError::Missing {
+                key,
+                path: path(key),
+            },
+            other => other,
+        }
     })
 }
 
@@ -348,13 +159,16 @@ pub fn parse_instance(
 #[derive(Debug, Clone)]
 pub struct FwCfgMetadata(FileSource);
 
-/// Where the kernel exposes fw_cfg entries named `opt/constellation/*`.
-pub const FW_CFG_ROOT: &str = "/sys/firmware/qemu_fw_cfg/by_name/opt/constellation";
+/// Where the kernel exposes fw_cfg entries by name.
+pub const FW_CFG_BY_NAME: &str = "/sys/firmware/qemu_fw_cfg/by_name";
 
 impl FwCfgMetadata {
-    /// Reads below [`FW_CFG_ROOT`].
+    /// Reads the node's entries below [`FW_CFG_BY_NAME`]
+    /// (`opt/constellation/<key>/raw`, see [`constellation_node_api::metadata::fw_cfg_name`]).
     pub fn new() -> Self {
-        Self::with_root(FW_CFG_ROOT)
+        Self::with_root(Path::new(FW_CFG_BY_NAME).join(
+            constellation_node_api::metadata::FW_CFG_PREFIX.trim_end_matches('/'),
+        ))
     }
 
     /// Reads below another sysfs-shaped root (`<root>/<key>/raw`).
@@ -464,32 +278,12 @@ mod tests {
 
     #[test]
     fn network_key() {
-        let n = parse_network(
-            "52:54:00:C0:00:01 10.0.2.15/24 via 10.0.2.2\n\n  52:54:00:c1:00:01 10.42.0.11/24\n",
-        )
-        .unwrap();
-        assert_eq!(n.len(), 2);
-        assert_eq!(n[0].mac_string(), "52:54:00:c0:00:01");
-        assert_eq!(n[0].address, "10.0.2.15".parse::<IpAddr>().unwrap());
-        assert_eq!(n[0].prefix, 24);
-        assert_eq!(n[0].gateway, Some("10.0.2.2".parse().unwrap()));
-        assert_eq!(n[1].gateway, None);
-        assert!(parse_network("").unwrap().is_empty());
-        for bad in [
-            "52:54:00:c0:00 10.0.0.1/24",
-            "52:54:00:c0:00:01:02 10.0.0.1/24",
-            "52:54:00:c0:00:zz 10.0.0.1/24",
-            "52:54:00:c0:00:01 10.0.0.1",
-            "52:54:00:c0:00:01 10.0.0.1/33",
-            "52:54:00:c0:00:01 10.0.0.300/24",
-            "52:54:00:c0:00:01 10.0.0.1/24 via",
-            "52:54:00:c0:00:01 10.0.0.1/24 via fe80::1",
-            "52:54:00:c0:00:01 10.0.0.1/24 gw 10.0.0.2",
-            "52:54:00:c0:00:01 10.0.0.1/24\n52:54:00:c0:00:01 10.0.0.2/24",
-        ] {
-            let err = parse_network(bad).unwrap_err().to_string();
-            assert!(err.contains("\"network\""), "{bad}: {err}");
-        }
+        assert!(
+            parse_network("52:54:00:c0:00:01 10.0.0.1")
+                .unwrap_err()
+                .to_string()
+                .contains("\"network\"")
+        );
         let d = tempfile::tempdir().unwrap();
         for (k, v) in [
             ("role", "worker"),

@@ -12,25 +12,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
-/// A node's role, as the node's metadata names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Role {
-    /// Serves init/join/key/verification/recovery/management.
-    ControlPlane,
-    /// Runs workloads.
-    Worker,
-}
-
-impl Role {
-    /// `control-plane` or `worker` (the metadata spelling).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::ControlPlane => "control-plane",
-            Role::Worker => "worker",
-        }
-    }
-}
+/// A node's role, as the node's metadata names it (the node API's type).
+pub use constellation_node_api::metadata::Role;
 
 /// What a node must be told when it is created (its instance metadata).
 #[derive(Debug, Clone)]

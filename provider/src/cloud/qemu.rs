@@ -19,50 +19,27 @@
 //! - Both daemonize (and change to `/`), so every path they get is absolute; unix socket
 //!   paths are limited to 107 bytes, which is checked with a message naming the fix.
 
-use std::fmt::Write as _;
 use std::fs;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use constellation_node_api::metadata::NodeMetadata;
 use constellation_node_api::ports;
+use constellation_vmm::VmmError;
+use constellation_vmm::qemu::{DiskCache, HostNic, NodeVm, PrivateNic};
+use constellation_vmm::swtpm::{self, Manufacture, Swtpm};
 use serde::{Deserialize, Serialize};
 
 use super::{CloudError, MachineState, NodeEndpoints, NodeRecord, NodeSpec, Role};
 
-/// Default OVMF firmware (Debian's `ovmf` package).
-pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
-/// Default OVMF variable store template, copied per VM.
-pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+pub use constellation_vmm::qemu::{Accel, OVMF_CODE, OVMF_VARS};
 
-/// The guest address of the user-mode NIC (QEMU's slirp default for the first lease).
-const GUEST_HOST_NIC_IP: &str = "10.0.2.15";
 /// Longest unix socket path (sun_path is 108 bytes including the NUL).
 const MAX_SOCKET_PATH: usize = 107;
-
-/// CPU virtualisation QEMU uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Accel {
-    /// Software emulation: works everywhere, slow.
-    Tcg,
-    /// Hardware virtualisation through /dev/kvm.
-    Kvm,
-}
-
-impl Accel {
-    /// Parses `tcg` / `kvm`.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "tcg" => Some(Self::Tcg),
-            "kvm" => Some(Self::Kvm),
-            _ => None,
-        }
-    }
-}
 
 /// The cluster's private network: a multicast group on the loopback interface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -177,20 +154,24 @@ fn free_ports(n: usize) -> io::Result<Vec<u16>> {
         .collect()
 }
 
-fn mac(kind: u8, ip: Ipv4Addr) -> String {
-    let o = ip.octets();
-    format!("52:54:00:{kind:02x}:{:02x}:{:02x}", o[2], o[3])
-}
-
-/// The `network` metadata value: one line per NIC, `<mac> <addr>/<prefix>[ via <gw>]`.
-fn network_metadata(spec: &NodeSpec) -> String {
-    format!(
-        "{} {GUEST_HOST_NIC_IP}/24 via 10.0.2.2\n{} {}/{}\n",
-        mac(0xc0, spec.private_ip),
-        mac(0xc1, spec.private_ip),
-        spec.private_ip,
-        spec.prefix_len
-    )
+/// A backend error of the node VM's processes: a missing program as such, anything else as a
+/// failed start of `node`.
+fn vmm_err(node: &str) -> impl FnOnce(VmmError) -> CloudError + '_ {
+    move |e| match e {
+        VmmError::MissingProgram {
+            program,
+            package,
+            source,
+        } => CloudError::MissingProgram {
+            program,
+            package,
+            detail: source.to_string(),
+        },
+        other => CloudError::Start {
+            node: node.into(),
+            detail: other.to_string(),
+        },
+    }
 }
 
 impl QemuCloud {
@@ -204,11 +185,7 @@ impl QemuCloud {
     }
 
     fn check_programs() -> Result<(), CloudError> {
-        for (program, package) in [
-            ("qemu-system-x86_64", "qemu-system-x86"),
-            ("swtpm", "swtpm"),
-            ("swtpm_setup", "swtpm-tools"),
-        ] {
+        for (program, package) in constellation_vmm::PROGRAMS {
             Command::new(program)
                 .arg("--version")
                 .stdout(Stdio::null())
@@ -223,66 +200,28 @@ impl QemuCloud {
         Ok(())
     }
 
-    /// Manufactures the TPM with only the SHA-256 PCR bank: by default swtpm activates four
-    /// banks, and firmware, stub and kernel then hash every measurement four times, which
-    /// costs seconds per boot under emulation. Attestation uses SHA-256 only.
-    fn manufacture_tpm(name: &str, dir: &Path) -> Result<(), CloudError> {
-        let p = |f: &str| dir.join(f).display().to_string();
-        let setup = Command::new("swtpm_setup")
-            .args(["--tpm2", "--pcr-banks", "sha256", "--tpmstate"])
-            .arg(p("tpm"))
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| CloudError::MissingProgram {
-                program: "swtpm_setup",
-                package: "swtpm-tools",
-                detail: e.to_string(),
-            })?;
-        if !setup.status.success() {
-            return Err(CloudError::Start {
-                node: name.into(),
-                detail: format!(
-                    "swtpm_setup exited with {}: {}{}",
-                    setup.status,
-                    String::from_utf8_lossy(&setup.stdout),
-                    String::from_utf8_lossy(&setup.stderr)
-                ),
-            });
-        }
-        Ok(())
-    }
-
     /// Starts the node's swtpm; `manufacture` creates the TPM state first (new nodes), a
     /// restarted node keeps its TPM (endorsement key, NV) and only its PCRs reset.
     fn start_swtpm(&self, name: &str, dir: &Path, manufacture: bool) -> Result<(), CloudError> {
-        fs::create_dir_all(dir.join("tpm")).map_err(file_err("TPM state directory", dir))?;
-        let p = |f: &str| dir.join(f).display().to_string();
+        let state = dir.join("tpm");
+        fs::create_dir_all(&state).map_err(file_err("TPM state directory", dir))?;
+        let socket = dir.join("swtpm.sock");
         // A stale socket from a previous run would make the wait below return at once.
-        let _ = fs::remove_file(dir.join("swtpm.sock"));
+        let _ = fs::remove_file(&socket);
         if manufacture {
-            Self::manufacture_tpm(name, dir)?;
+            swtpm::manufacture(&state, Manufacture::default()).map_err(vmm_err(name))?;
         }
-        let status = Command::new("swtpm")
+        let mut tpm = Swtpm::for_qemu(&state, &socket);
+        tpm.daemon = Some(dir.join("swtpm.pid"));
+        tpm.log = Some(dir.join("swtpm.log"));
+        let status = tpm
+            .command()
             .current_dir(dir)
-            .args(["socket", "--tpm2", "--terminate", "--daemon"])
-            .arg("--tpmstate")
-            .arg(format!("dir={}", p("tpm")))
-            .arg("--ctrl")
-            .arg(format!("type=unixio,path={}", p("swtpm.sock")))
-            .arg("--pid")
-            .arg(format!("file={}", p("swtpm.pid")))
-            .arg("--log")
-            .arg(format!("file={},level=1", p("swtpm.log")))
-            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .process_group(0)
             .output()
-            .map_err(|e| CloudError::MissingProgram {
-                program: "swtpm",
-                package: "swtpm",
-                detail: e.to_string(),
-            })?;
+            .map_err(|e| vmm_err(name)(VmmError::spawn(swtpm::SWTPM)(e)))?;
         if !status.status.success() {
             return Err(CloudError::Start {
                 node: name.into(),
@@ -294,140 +233,75 @@ impl QemuCloud {
                 ),
             });
         }
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !dir.join("swtpm.sock").exists() {
-            if Instant::now() > deadline {
-                return Err(CloudError::Start {
-                    node: name.into(),
-                    detail: format!(
-                        "swtpm did not create its socket within 20 s: {}",
-                        tail_of(&dir.join("swtpm.log"), 2000)
-                    ),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if !swtpm::wait_for_socket(&socket, Duration::from_secs(20), || false) {
+            return Err(CloudError::Start {
+                node: name.into(),
+                detail: format!(
+                    "swtpm did not create its socket within 20 s: {}",
+                    tail_of(&dir.join("swtpm.log"), 2000)
+                ),
+            });
         }
         Ok(())
     }
 
-    fn write_metadata(dir: &Path, spec: &NodeSpec) -> Result<Vec<(String, String)>, CloudError> {
-        let meta = dir.join("meta");
-        fs::create_dir_all(&meta).map_err(file_err("metadata directory", &meta))?;
-        let mut items = vec![
-            ("role", spec.role.as_str().to_owned()),
-            ("name", spec.name.clone()),
-            ("private-ip", spec.private_ip.to_string()),
-            ("image-version", spec.image_version.clone()),
-            ("network", network_metadata(spec)),
-        ];
-        if !spec.join_endpoints.is_empty() {
-            items.push(("join-endpoints", spec.join_endpoints.join(",")));
-        }
-        if let Some(h) = &spec.init_secret_hash {
-            items.push(("init-secret-hash", h.clone()));
-        }
-        let mut out = Vec::new();
-        for (key, value) in items {
-            let path = meta.join(key);
-            fs::write(&path, value).map_err(file_err("metadata file", &path))?;
-            out.push((
-                format!("opt/constellation/{key}"),
-                path.display().to_string(),
-            ));
-        }
-        Ok(out)
+    /// Writes the node's metadata into `meta/` and returns the fw_cfg items naming the files.
+    fn write_metadata(dir: &Path, spec: &NodeSpec) -> Result<Vec<(String, PathBuf)>, CloudError> {
+        let metadata = NodeMetadata {
+            role: spec.role,
+            name: spec.name.clone(),
+            private_ip: spec.private_ip.into(),
+            join_endpoints: spec.join_endpoints.clone(),
+            init_secret_hash: spec.init_secret_hash.clone(),
+            image_version: Some(spec.image_version.clone()),
+            network: constellation_vmm::qemu::network(spec.private_ip, spec.prefix_len),
+        };
+        constellation_vmm::qemu::write_metadata(&dir.join("meta"), &metadata)
+            .map_err(vmm_err(&spec.name))
     }
 
     fn qemu_command(
         &self,
         dir: &Path,
         spec: &NodeSpec,
-        fw_cfg: &[(String, String)],
+        fw_cfg: Vec<(String, PathBuf)>,
         ep: &NodeEndpoints,
-    ) -> Command {
+    ) -> Result<Command, CloudError> {
         let o = &self.opts;
-        let p = |f: &str| dir.join(f).display().to_string();
-        let mut cmd = Command::new("qemu-system-x86_64");
-        let (accel, cpu) = match o.accel {
-            // `max` gives TCG guests AES-NI and friends, which dm-crypt and WireGuard expect.
-            Accel::Tcg => ("tcg", "max"),
-            Accel::Kvm => ("kvm", "host"),
-        };
-        cmd.args(["-name", &spec.name])
-            .args(["-nodefaults", "-no-user-config", "-display", "none"])
-            .args(["-machine", &format!("q35,accel={accel}"), "-cpu", cpu])
-            .args(["-m", &o.memory_mib.to_string()])
-            .args(["-smp", &o.vcpus.to_string()])
-            .arg("-drive")
-            .arg(format!(
-                "if=pflash,format=raw,unit=0,readonly=on,file={}",
-                o.ovmf_code.display()
-            ))
-            .arg("-drive")
-            .arg(format!(
-                "if=pflash,format=raw,unit=1,file={}",
-                p("OVMF_VARS.fd")
-            ))
-            .arg("-chardev")
-            .arg(format!("socket,id=chrtpm,path={}", p("swtpm.sock")))
-            .args(["-tpmdev", "emulator,id=tpm0,chardev=chrtpm"])
-            .args(["-device", "tpm-crb,tpmdev=tpm0"])
-            .args(["-device", "virtio-rng-pci"])
-            .arg("-drive")
-            .arg(format!(
-                "if=none,id=boot,format=raw,readonly=on,file={}",
-                spec.image
-            ))
-            .args(["-device", "virtio-blk-pci,drive=boot,bootindex=0"])
-            .arg("-drive")
-            .arg(format!(
-                "if=none,id=state,format=raw,file={}",
-                p(STATE_DISK)
-            ))
-            .args(["-device", "virtio-blk-pci,drive=state,serial=state"]);
-        // NIC A: host access through loopback port forwards only.
-        let mut user = "user,id=host,net=10.0.2.0/24,restrict=on".to_string();
-        let mut fwd = |host: Option<SocketAddr>, guest: u16| {
-            if let Some(h) = host {
-                let _ = write!(
-                    user,
-                    ",hostfwd=tcp:127.0.0.1:{}-{GUEST_HOST_NIC_IP}:{guest}",
-                    h.port()
-                );
-            }
-        };
-        fwd(ep.init, ports::INIT);
-        fwd(ep.management, ports::MANAGEMENT);
-        fwd(ep.recovery, ports::RECOVERY);
-        fwd(Some(ep.verify_http), ports::VERIFY_HTTP);
-        fwd(Some(ep.verify_grpc), ports::VERIFY_GRPC);
-        cmd.arg("-netdev").arg(user).arg("-device").arg(format!(
-            "virtio-net-pci,netdev=host,mac={},romfile=",
-            mac(0xc0, spec.private_ip)
-        ));
-        // NIC B: the cluster's private L2 network.
-        cmd.arg("-netdev")
-            .arg(format!(
-                "socket,id=priv,mcast={}:{},localaddr=127.0.0.1",
-                o.network.group, o.network.port
-            ))
-            .arg("-device")
-            .arg(format!(
-                "virtio-net-pci,netdev=priv,mac={},romfile=",
-                mac(0xc1, spec.private_ip)
-            ));
-        for (name, file) in fw_cfg {
-            cmd.arg("-fw_cfg").arg(format!("name={name},file={file}"));
+        // Host access through loopback port forwards only.
+        let forwards = [
+            (ep.init, ports::INIT),
+            (ep.management, ports::MANAGEMENT),
+            (ep.recovery, ports::RECOVERY),
+            (Some(ep.verify_http), ports::VERIFY_HTTP),
+            (Some(ep.verify_grpc), ports::VERIFY_GRPC),
+        ]
+        .into_iter()
+        .filter_map(|(host, guest)| host.map(|h| (h.port(), guest)))
+        .collect();
+        NodeVm {
+            name: spec.name.clone(),
+            accel: o.accel,
+            memory_mib: o.memory_mib,
+            vcpus: o.vcpus,
+            ovmf_code: o.ovmf_code.clone(),
+            ovmf_vars: dir.join("OVMF_VARS.fd"),
+            tpm_socket: dir.join("swtpm.sock"),
+            boot_disk: spec.image.clone().into(),
+            state_disk: dir.join(STATE_DISK),
+            state_disk_cache: DiskCache::Default,
+            host_nic: HostNic::for_node(spec.private_ip, forwards),
+            private_nic: PrivateNic::for_node(
+                spec.private_ip,
+                SocketAddrV4::new(o.network.group, o.network.port),
+            ),
+            fw_cfg,
+            serial_log: dir.join("serial.log"),
+            qmp_socket: Some(dir.join("qmp.sock")),
+            pid_file: Some(dir.join("qemu.pid")),
         }
-        cmd.arg("-chardev")
-            // Appended: a restarted node's console follows its earlier boots.
-            .arg(format!("file,id=ser0,path={},append=on", p("serial.log")))
-            .args(["-serial", "chardev:ser0"])
-            .arg("-qmp")
-            .arg(format!("unix:{},server=on,wait=off", p("qmp.sock")))
-            .args(["-daemonize", "-pidfile"])
-            .arg(p("qemu.pid"));
-        cmd
+        .command()
+        .map_err(vmm_err(&spec.name))
     }
 
     fn create_node_blocking(&self, spec: &NodeSpec) -> Result<NodeRecord, CloudError> {
@@ -534,7 +408,7 @@ impl QemuCloud {
         let _ = fs::remove_file(dir.join("qmp.sock"));
         self.start_swtpm(&spec.name, dir, manufacture_tpm)?;
         let out = self
-            .qemu_command(dir, spec, &fw_cfg, endpoints)
+            .qemu_command(dir, spec, fw_cfg, endpoints)?
             .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -794,26 +668,38 @@ mod tests {
     }
 
     #[test]
-    fn network_metadata_names_both_nics_by_mac() {
-        assert_eq!(
-            network_metadata(&spec()),
-            "52:54:00:c0:00:02 10.0.2.15/24 via 10.0.2.2\n52:54:00:c1:00:02 10.42.0.2/24\n"
-        );
-    }
-
-    #[test]
     fn metadata_files_are_written_per_key_without_commas_in_qemu_args() {
         let dir = tempfile::tempdir().unwrap();
         let items = QemuCloud::write_metadata(dir.path(), &spec()).unwrap();
         let names: Vec<_> = items.iter().map(|(n, _)| n.as_str()).collect();
         assert!(names.contains(&"opt/constellation/init-secret-hash"));
-        assert!(items.iter().all(|(_, f)| Path::new(f).is_absolute()));
+        assert!(items.iter().all(|(_, f)| f.is_absolute()));
         assert!(!names.contains(&"opt/constellation/join-endpoints"));
-        for (n, f) in &items {
-            assert!(!n.contains(',') && !f.contains(','), "{n} {f}");
-        }
         let hash = fs::read_to_string(dir.path().join("meta/init-secret-hash")).unwrap();
         assert!(hash.starts_with("$argon2id$"));
+        assert_eq!(
+            fs::read_to_string(dir.path().join("meta/network")).unwrap(),
+            "52:54:00:c0:00:02 10.0.2.15/24 via 10.0.2.2\n52:54:00:c1:00:02 10.42.0.2/24\n"
+        );
+        let cloud = QemuCloud::new(QemuOptions {
+            work_dir: dir.path().to_path_buf(),
+            vcpus: 1,
+            memory_mib: 512,
+            state_disk_mib: 1,
+            accel: Accel::Tcg,
+            network: PrivateNetwork::random(),
+            ovmf_code: OVMF_CODE.into(),
+            ovmf_vars: OVMF_VARS.into(),
+        });
+        let ep = QemuCloud::fresh_endpoints(&spec()).unwrap();
+        let cmd = cloud.qemu_command(dir.path(), &spec(), items, &ep).unwrap();
+        let args: Vec<_> = cmd.get_args().map(|a| a.to_string_lossy()).collect();
+        let args = args.join(" ");
+        assert!(args.contains(&format!(
+            "hostfwd=tcp:127.0.0.1:{}-10.0.2.15:9000",
+            ep.init.unwrap().port()
+        )));
+        assert!(args.contains("-daemonize -pidfile"), "{args}");
     }
 
     #[test]

@@ -1,0 +1,231 @@
+//! swtpm: manufacturing a TPM and the `swtpm socket` command line.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::VmmError;
+
+/// The TPM emulator.
+pub const SWTPM: &str = "swtpm";
+/// Its manufacturing tool.
+pub const SWTPM_SETUP: &str = "swtpm_setup";
+
+/// What [`manufacture`] creates besides the TPM's seeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Manufacture {
+    /// Also an EK certificate and a platform certificate (signed by swtpm's local CA), and
+    /// overwrite existing state.
+    pub ek_certificates: bool,
+}
+
+/// The `swtpm_setup` arguments for a TPM in `state_dir`.
+pub fn manufacture_args(state_dir: &Path, what: Manufacture) -> Vec<String> {
+    // Only the SHA-256 PCR bank: swtpm's default activates SHA-1, SHA-256, SHA-384 and
+    // SHA-512, and firmware, stub and kernel then hash every measured byte four times — in
+    // software, which under emulation costs seconds per boot. Attestation uses SHA-256 only.
+    let mut args: Vec<String> = ["--tpm2", "--pcr-banks", "sha256", "--tpmstate"]
+        .map(str::to_owned)
+        .to_vec();
+    args.push(state_dir.display().to_string());
+    if what.ek_certificates {
+        args.extend(
+            ["--create-ek-cert", "--create-platform-cert", "--overwrite"].map(str::to_owned),
+        );
+    }
+    args
+}
+
+/// Manufactures a TPM 2.0 in `state_dir` (which must exist): its seeds and, as asked, EK
+/// certificates. A TPM keeps its identity across restarts of swtpm on the same state.
+pub fn manufacture(state_dir: &Path, what: Manufacture) -> Result<(), VmmError> {
+    let out = Command::new(SWTPM_SETUP)
+        .args(manufacture_args(state_dir, what))
+        .stdin(Stdio::null())
+        .output()
+        .map_err(VmmError::spawn(SWTPM_SETUP))?;
+    if !out.status.success() {
+        return Err(VmmError::Failed {
+            program: SWTPM_SETUP,
+            status: out.status,
+            output: format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Where a swtpm channel listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Channel {
+    /// A unix socket; on the control channel, QEMU's `emulator` TPM backend.
+    Unix(PathBuf),
+    /// A TCP port on 127.0.0.1.
+    Tcp(u16),
+}
+
+/// One `swtpm socket --tpm2` process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Swtpm {
+    /// The TPM state directory.
+    pub state_dir: PathBuf,
+    /// The control channel.
+    pub ctrl: Channel,
+    /// The TPM command channel; `None` when QEMU passes the commands over the control
+    /// channel.
+    pub server: Option<Channel>,
+    /// Start up the TPM itself (`TPM2_Startup(CLEAR)`), as no firmware will: for tests that
+    /// talk to the TPM directly.
+    pub startup_clear: bool,
+    /// Exit when the client (QEMU) disconnects.
+    pub terminate: bool,
+    /// `Some(pid file)`: detach (it then outlives its parent) and write its pid.
+    pub daemon: Option<PathBuf>,
+    /// swtpm's own log file (level 1).
+    pub log: Option<PathBuf>,
+}
+
+impl Swtpm {
+    /// The vTPM of a QEMU VM: control socket `socket` (for [`crate::qemu::tpm_args`]), ends
+    /// with the VM.
+    pub fn for_qemu(state_dir: impl Into<PathBuf>, socket: impl Into<PathBuf>) -> Self {
+        Self {
+            state_dir: state_dir.into(),
+            ctrl: Channel::Unix(socket.into()),
+            server: None,
+            startup_clear: false,
+            terminate: true,
+            daemon: None,
+            log: None,
+        }
+    }
+
+    /// A TPM for tests on TCP `port` (commands) and `port + 1` (control), already started up.
+    pub fn on_tcp(state_dir: impl Into<PathBuf>, port: u16) -> Self {
+        Self {
+            state_dir: state_dir.into(),
+            ctrl: Channel::Tcp(port.saturating_add(1)),
+            server: Some(Channel::Tcp(port)),
+            startup_clear: true,
+            terminate: false,
+            daemon: None,
+            log: None,
+        }
+    }
+
+    fn channel(c: &Channel) -> String {
+        match c {
+            Channel::Unix(p) => format!("type=unixio,path={}", p.display()),
+            Channel::Tcp(port) => format!("type=tcp,port={port},bindaddr=127.0.0.1"),
+        }
+    }
+
+    /// swtpm's arguments.
+    pub fn args(&self) -> Vec<String> {
+        let mut a: Vec<String> = vec!["socket".into(), "--tpm2".into()];
+        if self.terminate {
+            a.push("--terminate".into());
+        }
+        if let Some(pid) = &self.daemon {
+            a.push("--daemon".into());
+            a.push("--pid".into());
+            a.push(format!("file={}", pid.display()));
+        }
+        a.push("--tpmstate".into());
+        a.push(format!("dir={}", self.state_dir.display()));
+        a.push("--ctrl".into());
+        a.push(Self::channel(&self.ctrl));
+        if let Some(server) = &self.server {
+            a.push("--server".into());
+            a.push(Self::channel(server));
+        }
+        if self.startup_clear {
+            a.push("--flags".into());
+            a.push("not-need-init,startup-clear".into());
+        }
+        if let Some(log) = &self.log {
+            a.push("--log".into());
+            a.push(format!("file={},level=1", log.display()));
+        }
+        a
+    }
+
+    /// `swtpm` with [`Self::args`] and stdin closed; the caller sets stdout/stderr and runs it.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(SWTPM);
+        cmd.args(self.args()).stdin(Stdio::null());
+        cmd
+    }
+}
+
+/// Waits until `socket` exists (swtpm listens), up to `timeout`; gives up early when
+/// `gone()` says the process has exited. Returns whether the socket appeared.
+pub fn wait_for_socket(socket: &Path, timeout: Duration, mut gone: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while !socket.exists() {
+        if gone() || Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manufacture_only_the_sha256_bank() {
+        let d = Path::new("/n/tpm");
+        assert_eq!(
+            manufacture_args(d, Manufacture::default()).join(" "),
+            "--tpm2 --pcr-banks sha256 --tpmstate /n/tpm"
+        );
+        assert_eq!(
+            manufacture_args(
+                d,
+                Manufacture {
+                    ek_certificates: true
+                }
+            )
+            .join(" "),
+            "--tpm2 --pcr-banks sha256 --tpmstate /n/tpm \
+             --create-ek-cert --create-platform-cert --overwrite"
+        );
+    }
+
+    #[test]
+    fn command_lines() {
+        let mut vm = Swtpm::for_qemu("/n/tpm", "/n/swtpm.sock");
+        assert_eq!(
+            vm.args().join(" "),
+            "socket --tpm2 --terminate --tpmstate dir=/n/tpm --ctrl type=unixio,path=/n/swtpm.sock"
+        );
+        vm.daemon = Some("/n/swtpm.pid".into());
+        vm.log = Some("/n/swtpm.log".into());
+        assert_eq!(
+            vm.args().join(" "),
+            "socket --tpm2 --terminate --daemon --pid file=/n/swtpm.pid --tpmstate dir=/n/tpm \
+             --ctrl type=unixio,path=/n/swtpm.sock --log file=/n/swtpm.log,level=1"
+        );
+        assert_eq!(
+            Swtpm::on_tcp("/t", 4000).args().join(" "),
+            "socket --tpm2 --tpmstate dir=/t --ctrl type=tcp,port=4001,bindaddr=127.0.0.1 \
+             --server type=tcp,port=4000,bindaddr=127.0.0.1 --flags not-need-init,startup-clear"
+        );
+    }
+
+    #[test]
+    fn waiting_ends_when_the_process_is_gone() {
+        let d = tempfile::tempdir().unwrap();
+        let sock = d.path().join("s");
+        assert!(!wait_for_socket(&sock, Duration::from_secs(30), || true));
+        std::fs::write(&sock, b"").unwrap();
+        assert!(wait_for_socket(&sock, Duration::from_secs(30), || false));
+    }
+}
