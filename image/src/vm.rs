@@ -696,9 +696,7 @@ impl GuestBuilder {
 
         if let Some(disk) = &self.uefi_disk {
             let vars = self.ovmf_vars_in(work)?;
-            cmd.args(
-                qemu::uefi_args(Path::new(OVMF_CODE), &vars).map_err(vmm_error(&self.name))?,
-            );
+            cmd.args(qemu::uefi_args(Path::new(OVMF_CODE), &vars).map_err(vmm_error(&self.name))?);
             cmd.arg("-drive").arg(format!(
                 "if=none,id=boot,format=raw,snapshot=on,file={}",
                 disk.display()
@@ -765,9 +763,7 @@ impl GuestBuilder {
                 .arg(format!("name={name},string={value}"));
         }
         if self.tpm {
-            cmd.args(
-                qemu::tpm_args(&work.join("swtpm.sock")).map_err(vmm_error(&self.name))?,
-            );
+            cmd.args(qemu::tpm_args(&work.join("swtpm.sock")).map_err(vmm_error(&self.name))?);
         }
         Ok(cmd)
     }

@@ -37,7 +37,9 @@ pub fn package_of(program: &str) -> &'static str {
 #[non_exhaustive]
 pub enum VmmError {
     /// A program could not be started.
-    #[error("{program} could not be run ({source}); install it (Debian: apt-get install {package})")]
+    #[error(
+        "{program} could not be run ({source}); install it (Debian: apt-get install {package})"
+    )]
     MissingProgram {
         /// The program.
         program: &'static str,

@@ -9,9 +9,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use constellation_node_api::metadata::{
-    InterfaceAddress, NodeMetadata, fw_cfg_name, format_mac,
-};
+use constellation_node_api::metadata::{InterfaceAddress, NodeMetadata, format_mac, fw_cfg_name};
 
 use crate::VmmError;
 
@@ -211,10 +209,7 @@ pub fn serial_args(log: &Path, append: bool) -> Result<Vec<String>, VmmError> {
     let mut a = Args::default();
     a.opt(
         "-chardev",
-        format!(
-            "file,id=ser0,path={}{append}",
-            path("serial log", log)?
-        ),
+        format!("file,id=ser0,path={}{append}", path("serial log", log)?),
     )
     .raw(&["-serial", "chardev:ser0"]);
     Ok(a.0)
@@ -224,8 +219,12 @@ impl NodeVm {
     /// QEMU's arguments (without the program name).
     pub fn args(&self) -> Result<Vec<String>, VmmError> {
         let mut a = Args::default();
-        a.opt("-name", plain("VM name", &self.name)?)
-            .raw(&["-nodefaults", "-no-user-config", "-display", "none"]);
+        a.opt("-name", plain("VM name", &self.name)?).raw(&[
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+        ]);
         a.0.extend(machine_args(self.accel, self.memory_mib, self.vcpus));
         a.0.extend(uefi_args(&self.ovmf_code, &self.ovmf_vars)?);
         a.0.extend(tpm_args(&self.tpm_socket)?);
@@ -308,7 +307,6 @@ impl NodeVm {
         cmd.args(self.args()?);
         Ok(cmd)
     }
-
 }
 
 /// The MACs of a node VM's host and private NIC, derived from its private address (unique
@@ -404,10 +402,7 @@ mod tests {
             state_disk_cache: DiskCache::Default,
             host_nic: HostNic::for_node(ip, vec![(40001, 9000), (40002, 30080)]),
             private_nic: PrivateNic::for_node(ip, "239.255.1.2:42000".parse().unwrap()),
-            fw_cfg: vec![(
-                "opt/constellation/role".into(),
-                d.join("meta/role"),
-            )],
+            fw_cfg: vec![("opt/constellation/role".into(), d.join("meta/role"))],
             serial_log: d.join("serial.log"),
             qmp_socket: Some(d.join("qmp.sock")),
             pid_file: Some(d.join("qemu.pid")),
@@ -460,7 +455,10 @@ mod tests {
         let mut v = vm();
         v.state_disk = "/a,b/state.raw".into();
         let err = v.args().unwrap_err().to_string();
-        assert!(err.contains("state disk") && err.contains("commas"), "{err}");
+        assert!(
+            err.contains("state disk") && err.contains("commas"),
+            "{err}"
+        );
         let mut v = vm();
         v.fw_cfg.push(("opt/x,y".into(), "/f".into()));
         assert!(v.args().is_err());

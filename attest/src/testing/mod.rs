@@ -85,14 +85,12 @@ fn setup_ek(dir: &Path) -> io::Result<()> {
             ek_certificates: true,
         },
     )
-    .map_err(|e| match e {
-        VmmError::MissingProgram { source, .. } if source.kind() == io::ErrorKind::NotFound => {
-            io::Error::new(
-                source.kind(),
-                format!("{e}; or run scripts/install-deps.sh"),
-            )
-        }
-        other => io::Error::other(other.to_string()),
+    .map_err(|e| {
+        let kind = match &e {
+            VmmError::MissingProgram { source, .. } => source.kind(),
+            _ => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, format!("{e}; see scripts/install-deps.sh"))
     })
 }
 

@@ -364,10 +364,7 @@ mod tests {
     fn encode_decode_round_trip() {
         let m = sample();
         let items = m.encode();
-        assert_eq!(
-            items.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
-            keys::ALL
-        );
+        assert_eq!(items.iter().map(|(k, _)| *k).collect::<Vec<_>>(), keys::ALL);
         assert_eq!(decode_items(&items).unwrap(), m);
 
         let minimal = NodeMetadata {

@@ -166,9 +166,10 @@ impl FwCfgMetadata {
     /// Reads the node's entries below [`FW_CFG_BY_NAME`]
     /// (`opt/constellation/<key>/raw`, see [`constellation_node_api::metadata::fw_cfg_name`]).
     pub fn new() -> Self {
-        Self::with_root(Path::new(FW_CFG_BY_NAME).join(
-            constellation_node_api::metadata::FW_CFG_PREFIX.trim_end_matches('/'),
-        ))
+        Self::with_root(
+            Path::new(FW_CFG_BY_NAME)
+                .join(constellation_node_api::metadata::FW_CFG_PREFIX.trim_end_matches('/')),
+        )
     }
 
     /// Reads below another sysfs-shaped root (`<root>/<key>/raw`).
