@@ -1,17 +1,15 @@
 //! Diagnostics, waiting and wording shared by every operation of the cluster resource.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use constellation_attest::Validators;
 use constellation_attest::Variant;
 use constellation_attest::config::AttestationConfig;
 use tfplugin::provider::Context;
-use tfplugin::{AttributePath, Diagnostics, Value};
+use tfplugin::{AttributePath, Diagnostics};
 use zeroize::Zeroizing;
 
 use crate::cloud::{Cloud, NodeRecord};
-use crate::node_client::OwnerCredential;
 
 pub(super) fn err(summary: &str, detail: impl Into<String>) -> Diagnostics {
     let mut d = Diagnostics::new();
@@ -47,15 +45,6 @@ pub(super) fn validators_for(
 
 /// The master secret and its salt (recovery input).
 pub(super) type MasterAndSalt = (Zeroizing<Vec<u8>>, Zeroizing<Vec<u8>>);
-
-pub(super) fn owner_from_state(state: &Value) -> Option<OwnerCredential> {
-    let s = |k: &str| state.get_attr(k).and_then(Value::as_str).map(str::to_owned);
-    Some(OwnerCredential {
-        ca_pem: s("cluster_ca_pem")?,
-        cert_pem: s("owner_certificate_pem")?,
-        key_pem: Zeroizing::new(s("owner_private_key_pem")?),
-    })
-}
 
 /// Waits with the context's cancellation and a deadline.
 pub(super) async fn pause(ctx: &Context, deadline: Instant, what: &str) -> Result<(), Diagnostics> {
@@ -182,19 +171,6 @@ pub(super) fn strip_ansi(s: &str) -> String {
         out.push(c);
     }
     out
-}
-
-pub(super) fn work_dir_of(state: &Value) -> Result<PathBuf, Diagnostics> {
-    state
-        .get_attr("id")
-        .and_then(Value::as_str)
-        .map(PathBuf::from)
-        .ok_or_else(|| {
-            err(
-                "Corrupt state",
-                "The state has no `id` (working directory).",
-            )
-        })
 }
 
 /// Whether the node's machine is known to be down (off or gone). A failed look-up counts

@@ -11,6 +11,7 @@ use zeroize::Zeroizing;
 
 use super::common::*;
 use super::membership::*;
+use super::model;
 use super::record::*;
 use super::schema::*;
 use crate::cloud::ClusterEndpoint;
@@ -293,13 +294,9 @@ pub(super) async fn create_inner(
     rec.save()
         .map_err(|e| err("Recording the cluster failed", e))?;
 
-    let secrets = match req
-        .config
-        .get_attr("master_secret_wo")
-        .and_then(Value::as_str)
-    {
+    let secrets = match model::master_secret_wo(&req.config)? {
         Some(s) => Secrets {
-            master: cluster_config::parse_master_secret(s)
+            master: cluster_config::parse_master_secret(&s.0)
                 .map_err(|e| err_at("master_secret_wo", "Invalid master secret", e))?,
             master_salt: random_bytes(32),
             measurement_salt: random_bytes(32).to_vec(),

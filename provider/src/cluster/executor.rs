@@ -11,6 +11,7 @@ use tfplugin::{Diagnostics, Value};
 use super::common::*;
 use super::create::{add_node, join_endpoints, node_spec};
 use super::membership::{ClusterView, members, refusal_of, wait_joined};
+use super::model::Prior;
 use super::planner::{self, Blocked, Desired, NodeView, Observed, Step};
 use super::record::*;
 use super::recovery;
@@ -24,6 +25,10 @@ use crate::node_client::{self, OwnerCredential};
 pub(super) struct Apply<'a> {
     /// Terraform's request context (cancellation).
     pub(super) ctx: &'a Context,
+    /// The apply request (configuration, planned state).
+    pub(super) req: &'a ApplyRequest,
+    /// What the prior state holds.
+    pub(super) prior: &'a Prior,
     /// The backend.
     pub(super) cloud: &'a dyn Cloud,
     /// The configuration being applied.
@@ -76,6 +81,7 @@ pub(super) async fn add_member(
         cfg,
         owner,
         deadline,
+        ..
     } = *a;
     let spec = next_spec(record, cfg, role)?;
     add_node(cloud, record, &spec).await?;
@@ -307,7 +313,8 @@ pub(super) async fn update(ctx: &Context, req: &ApplyRequest) -> Result<Value, D
         });
     };
     let deadline = Instant::now() + cfg.update_timeout;
-    let dir = work_dir_of(&req.prior_state)?;
+    let prior = Prior::of(&req.prior_state)?;
+    let dir = prior.work_dir()?;
     let mut record = ClusterRecord::load(&dir)
         .map_err(|e| err("Unreadable cluster record", e))?
         .ok_or_else(|| {
@@ -319,7 +326,7 @@ pub(super) async fn update(ctx: &Context, req: &ApplyRequest) -> Result<Value, D
                 ),
             )
         })?;
-    let owner = owner_from_state(&req.prior_state).ok_or_else(|| {
+    let owner = prior.owner().ok_or_else(|| {
         err(
             "No owner credential",
             "The state holds no owner credential (e.g. after an import), so the cluster cannot be changed by this provider. Recreate the cluster to manage it.",
@@ -329,6 +336,8 @@ pub(super) async fn update(ctx: &Context, req: &ApplyRequest) -> Result<Value, D
     let cloud = cloud.as_ref();
     let apply = Apply {
         ctx,
+        req,
+        prior: &prior,
         cloud,
         cfg: &cfg,
         owner: &owner,
@@ -342,10 +351,7 @@ pub(super) async fn update(ctx: &Context, req: &ApplyRequest) -> Result<Value, D
         control_planes: cfg.control_plane_count as usize,
         workers: cfg.worker_count as usize,
         image: cfg.image_reference.clone(),
-        attestation_config_changed: req
-            .prior_state
-            .get_attr("attestation_config")
-            .and_then(Value::as_str)
+        attestation_config_changed: prior.attestation_config.as_deref()
             != Some(cfg.attestation_config.as_str()),
     };
     let steps =
@@ -359,12 +365,12 @@ pub(super) async fn update(ctx: &Context, req: &ApplyRequest) -> Result<Value, D
         match step {
             Step::Start(name) => recovery::start_node(cloud, &mut record, &cfg, &name).await?,
             Step::Recover(name) => {
-                let (att, validators) = recovery::restart_validators(req, &cfg)?;
+                let (att, validators) = recovery::restart_validators(&prior, &cfg)?;
                 let cp = recovery::known_node(&record, &name)?;
-                recovery::recover(&apply, &record, &cp, req, &validators, att.variant).await?;
+                recovery::recover(&apply, &record, &cp, &validators, att.variant).await?;
             }
             Step::AwaitRejoin(names) => {
-                let (_, validators) = recovery::restart_validators(req, &cfg)?;
+                let (_, validators) = recovery::restart_validators(&prior, &cfg)?;
                 recovery::wait_rejoined(ctx, &record, &names, &validators, &owner, deadline)
                     .await?;
             }

@@ -5,10 +5,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use constellation_attest::Validators;
+use tfplugin::Diagnostics;
 use tfplugin::provider::Context;
-use tfplugin::{Diagnostics, Value};
 
 use super::common::*;
+use super::model::Prior;
 use super::record::*;
 use crate::cloud::NodeRecord;
 #[cfg(test)]
@@ -161,12 +162,12 @@ pub(super) fn refusal_of(
 /// attestation config and its PCR 15 holds this cluster's ID.
 pub(super) async fn attested_members(
     record: &ClusterRecord,
-    prior: &Value,
+    prior: &Prior,
     running: &BTreeSet<String>,
 ) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     let (Some(att), Some(id)) = (
-        prior.get_attr("attestation_config").and_then(Value::as_str),
+        prior.attestation_config.as_deref(),
         record
             .cluster_id
             .as_deref()
@@ -180,24 +181,6 @@ pub(super) async fn attested_members(
     for n in record.nodes.iter().filter(|n| running.contains(&n.name)) {
         if attests_membership(n, &validators, &id).await {
             out.insert(n.name.clone(), record.image_version.clone());
-        }
-    }
-    out
-}
-
-pub(super) fn prior_joined(prior: &Value) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    if let Some(nodes) = prior.get_attr("nodes").and_then(Value::as_elements) {
-        for n in nodes {
-            if n.get_attr("joined").and_then(Value::as_bool) == Some(true)
-                && let Some(name) = n.get_attr("name").and_then(Value::as_str)
-            {
-                let v = n
-                    .get_attr("image_version")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
-                out.insert(name.to_owned(), v.to_owned());
-            }
         }
     }
     out

@@ -17,6 +17,7 @@
 //! | `executor` | update: observe, plan, carry steps out through `Cloud` and node clients |
 //! | `recovery` | restart machines that are off, recover a control plane |
 //! | `create` | create: boot, attest, Init, wait for joins |
+//! | `model` | typed binding of the state (prior state, `nodes`) |
 //! | `membership` | members, refusals at join, attested membership |
 //! | `read` | read with drift, delete, import |
 //! | `common` | diagnostics and waiting shared by all |
@@ -25,6 +26,7 @@ mod common;
 mod create;
 mod executor;
 mod membership;
+mod model;
 mod planner;
 mod read;
 pub mod record;

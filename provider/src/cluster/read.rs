@@ -10,6 +10,7 @@ use tfplugin::{AttributePath, Diagnostics, Value};
 use super::TYPE_NAME;
 use super::common::*;
 use super::membership::*;
+use super::model::Prior;
 use super::record::*;
 use super::schema::*;
 use crate::cloud::{MachineState, Role};
@@ -17,8 +18,12 @@ use crate::cluster_config::{self};
 
 // READ
 pub(super) async fn read(_ctx: &Context, request: ReadRequest) -> StateResponse {
-    let prior = &request.current_state;
-    let Ok(dir) = work_dir_of(prior) else {
+    let prior_value = &request.current_state;
+    let prior = match Prior::of(prior_value) {
+        Ok(p) => p,
+        Err(d) => return StateResponse::from_diagnostics(d),
+    };
+    let Ok(dir) = prior.work_dir() else {
         return StateResponse::new(Value::Null);
     };
     let record = match ClusterRecord::load(&dir) {
@@ -80,30 +85,33 @@ pub(super) async fn read(_ctx: &Context, request: ReadRequest) -> StateResponse 
             ),
         );
     }
-    let mut state_cfg = prior.clone();
-    let (joined, att) = match owner_from_state(prior) {
+    let mut state_cfg = prior_value.clone();
+    let (joined, att) = match prior.owner() {
         // Nothing runs to ask (every node is off); membership shows as not joined.
         Some(_) if running.is_empty() => (BTreeMap::new(), None),
         Some(owner) => match members(&record, &owner).await {
             Ok(v) => (v.joined, v.attestation_config),
             Err(e) => {
                 d.warning("Control planes unreachable", format!("Could not ask the control planes for members: {e}. Node membership is shown as last known."));
-                (prior_joined(prior), None)
+                (prior.joined(), None)
             }
         },
-        None => (attested_members(&record, prior, &running).await, None),
+        None => (attested_members(&record, &prior, &running).await, None),
     };
     // Drift: counts are what actually runs, so a plan restores the configured numbers;
     // the attestation config is what the control planes enforce.
-    for (attr, role, default) in [
-        ("control_plane_count", Role::ControlPlane, 1u64),
-        ("worker_count", Role::Worker, 1u64),
+    for (attr, role, configured) in [
+        (
+            "control_plane_count",
+            Role::ControlPlane,
+            prior.control_plane_count.unwrap_or(1),
+        ),
+        (
+            "worker_count",
+            Role::Worker,
+            prior.worker_count.unwrap_or(1),
+        ),
     ] {
-        let configured = prior
-            .get_attr(attr)
-            .and_then(Value::as_number)
-            .and_then(|n| n.as_u64())
-            .unwrap_or(default);
         let actual = record
             .nodes
             .iter()
@@ -116,43 +124,30 @@ pub(super) async fn read(_ctx: &Context, request: ReadRequest) -> StateResponse 
     }
     if let Some(a) = att
         && !a.is_empty()
-        && prior.get_attr("attestation_config").and_then(Value::as_str) != Some(a.as_str())
+        && prior.attestation_config.as_deref() != Some(a.as_str())
     {
         // The same config may be spelled differently; only report a semantic change.
         let same = matches!(
-            (AttestationConfig::from_json(a.as_bytes()), prior.get_attr("attestation_config").and_then(Value::as_str).map(|p| AttestationConfig::from_json(p.as_bytes()))),
+            (AttestationConfig::from_json(a.as_bytes()), prior.attestation_config.as_deref().map(|p| AttestationConfig::from_json(p.as_bytes()))),
             (Ok(x), Some(Ok(y))) if x == y
         );
         if !same {
             let _ = state_cfg.set_at(&AttributePath::new("attestation_config"), Value::string(a));
         }
     }
-    let mut state = state_from(&record, &state_cfg, prior, &joined);
-    // Nodes whose VM is gone are reported as not joined.
-    if let Some(Value::List(nodes)) = state.get_attr("nodes").cloned() {
-        let nodes = nodes
-            .into_iter()
-            .map(|mut n| {
-                let name = n
-                    .get_attr("name")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned();
-                if !running.contains(&name) {
-                    let _ = n.set_at(&AttributePath::new("joined"), Value::Bool(false));
-                }
-                n
-            })
-            .collect::<Vec<_>>();
-        let _ = state.set_at(&AttributePath::new("nodes"), Value::list(nodes));
+    let mut nodes = node_states(&record, &joined);
+    // Nodes whose VM does not run are reported as not joined.
+    for n in &mut nodes {
+        n.joined &= running.contains(&n.name);
     }
+    let state = state_with_nodes(&record, &state_cfg, prior_value, &nodes);
     let mut resp = StateResponse::new(state);
     resp.diagnostics.extend(d);
     resp
 }
 
 pub(super) async fn delete(_ctx: &Context, request: ApplyRequest) -> Diagnostics {
-    let Ok(dir) = work_dir_of(&request.prior_state) else {
+    let Ok(dir) = Prior::of(&request.prior_state).and_then(|p| p.work_dir()) else {
         return Diagnostics::new();
     };
     let record = match ClusterRecord::load(&dir) {

@@ -6,13 +6,13 @@ use std::time::{Duration, Instant};
 use constellation_attest::Validators;
 use constellation_attest::Variant;
 use constellation_attest::config::AttestationConfig;
+use tfplugin::Diagnostics;
 use tfplugin::provider::{ApplyRequest, Context};
-use tfplugin::{Diagnostics, Value};
-use zeroize::Zeroizing;
 
 use super::common::*;
 use super::executor::Apply;
 use super::membership::*;
+use super::model::{self, Prior};
 use super::record::*;
 use crate::cloud::{Cloud, NodeRecord, NodeSpec};
 use crate::cluster_config::{self, ClusterConfig};
@@ -76,13 +76,12 @@ pub(super) async fn start_node(
 /// they attest against the config the cluster enforced, not one this apply may be about to
 /// push.
 pub(super) fn restart_validators(
-    req: &ApplyRequest,
+    prior: &Prior,
     cfg: &ClusterConfig,
 ) -> Result<(AttestationConfig, Validators), Diagnostics> {
-    let att = req
-        .prior_state
-        .get_attr("attestation_config")
-        .and_then(Value::as_str)
+    let att = prior
+        .attestation_config
+        .as_deref()
         .unwrap_or(&cfg.attestation_config);
     validators_for(att)
 }
@@ -99,22 +98,14 @@ pub(super) fn known_node(record: &ClusterRecord, name: &str) -> Result<NodeRecor
 
 /// The master secret and salt for recovery: the write-only attribute from this apply's
 /// configuration, else the generated secret in state.
-pub(super) fn recovery_secrets(req: &ApplyRequest) -> Result<MasterAndSalt, Diagnostics> {
-    let from_state = |k: &str| {
-        req.prior_state
-            .get_attr(k)
-            .and_then(Value::as_str)
-            .and_then(|h| hex::decode(h).ok())
-            .map(Zeroizing::new)
-    };
-    let master = match req
-        .config
-        .get_attr("master_secret_wo")
-        .and_then(Value::as_str)
-    {
-        Some(s) => cluster_config::parse_master_secret(s)
+pub(super) fn recovery_secrets(
+    req: &ApplyRequest,
+    prior: &Prior,
+) -> Result<MasterAndSalt, Diagnostics> {
+    let master = match model::master_secret_wo(&req.config)? {
+        Some(s) => cluster_config::parse_master_secret(&s.0)
             .map_err(|e| err_at("master_secret_wo", "Invalid master secret", e))?,
-        None => from_state("master_secret").ok_or_else(|| {
+        None => Prior::hex(&prior.master_secret).ok_or_else(|| {
             err_at(
                 "master_secret_wo",
                 "Master secret needed for recovery",
@@ -125,7 +116,7 @@ pub(super) fn recovery_secrets(req: &ApplyRequest) -> Result<MasterAndSalt, Diag
             )
         })?,
     };
-    let salt = from_state("master_salt").ok_or_else(|| {
+    let salt = Prior::hex(&prior.master_salt).ok_or_else(|| {
         err(
             "Master salt missing",
             "The state holds no `master_salt`, which recovery needs with the master secret.",
@@ -140,7 +131,6 @@ pub(super) async fn recover(
     a: &Apply<'_>,
     record: &ClusterRecord,
     cp: &NodeRecord,
-    req: &ApplyRequest,
     validators: &Validators,
     variant: Variant,
 ) -> Result<(), Diagnostics> {
@@ -150,7 +140,7 @@ pub(super) async fn recover(
         deadline,
         ..
     } = *a;
-    let (master, salt) = recovery_secrets(req)?;
+    let (master, salt) = recovery_secrets(a.req, a.prior)?;
     let Some(addr) = cp.endpoints.recovery else {
         return Err(err(
             "No recovery endpoint",

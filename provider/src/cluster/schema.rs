@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use tfplugin::Value;
 
+use super::model::{NodeState, nodes_value};
 use super::record::*;
 use tfplugin::{Attribute, Block, NestedAttributes, NestedBlock, Schema, Type};
 
@@ -213,37 +214,52 @@ pub(super) fn schema_v0() -> Schema {
     )
 }
 
+/// The nodes of `record` as the `nodes` attribute lists them; `joined` maps members to the
+/// image version they reported.
+pub(super) fn node_states(
+    record: &ClusterRecord,
+    joined: &BTreeMap<String, String>,
+) -> Vec<NodeState> {
+    record
+        .nodes
+        .iter()
+        .map(|n| NodeState {
+            name: n.name.clone(),
+            role: n.role.as_str().to_owned(),
+            private_ip: n.private_ip.to_string(),
+            image_version: joined
+                .get(&n.name)
+                .filter(|v| !v.is_empty())
+                .cloned()
+                .unwrap_or_else(|| record.image_version.clone()),
+            joined: joined.contains_key(&n.name),
+            verification_endpoint: n.endpoints.verify_grpc.to_string(),
+        })
+        .collect()
+}
+
+/// The state: `config`'s configuration attributes, the record's computed ones, secrets
+/// and credentials kept from `prior`.
 pub(super) fn state_from(
     record: &ClusterRecord,
     config: &Value,
     prior: &Value,
     joined: &BTreeMap<String, String>,
 ) -> Value {
+    state_with_nodes(record, config, prior, &node_states(record, joined))
+}
+
+/// [`state_from`] with the nodes given.
+pub(super) fn state_with_nodes(
+    record: &ClusterRecord,
+    config: &Value,
+    prior: &Value,
+    nodes: &[NodeState],
+) -> Value {
     let keep = |k: &str| prior.get_attr(k).cloned().unwrap_or(Value::Null);
     let cp0 = record.control_planes().next();
     let s = |x: Option<String>| x.map_or(Value::Null, Value::string);
-    let nodes = Value::list(record.nodes.iter().map(|n| {
-        Value::object([
-            ("name", Value::string(n.name.clone())),
-            ("role", Value::string(n.role.as_str())),
-            ("private_ip", Value::string(n.private_ip.to_string())),
-            (
-                "image_version",
-                Value::string(
-                    joined
-                        .get(&n.name)
-                        .filter(|v| !v.is_empty())
-                        .cloned()
-                        .unwrap_or_else(|| record.image_version.clone()),
-                ),
-            ),
-            ("joined", Value::Bool(joined.contains_key(&n.name))),
-            (
-                "verification_endpoint",
-                Value::string(n.endpoints.verify_grpc.to_string()),
-            ),
-        ])
-    }));
+    let nodes = nodes_value(nodes);
     let mut attrs: Vec<(&str, Value)> = CONFIG_ATTRS
         .iter()
         .map(|a| (*a, config.get_attr(a).cloned().unwrap_or(Value::Null)))
