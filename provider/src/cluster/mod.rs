@@ -15,6 +15,7 @@
 //! | `record` | the versioned, backend-neutral record and its durable save |
 //! | `planner` | pure: desired configuration + observation → ordered steps |
 //! | `executor` | update: observe, plan, carry steps out through `Cloud` and node clients |
+//! | `nodes` | add a member, retire, replace, forget a dead node; next node's spec |
 //! | `recovery` | restart machines that are off, recover a control plane |
 //! | `create` | create: boot, attest, Init, wait for joins |
 //! | `model` | typed binding of the state (prior state, `nodes`) |
@@ -27,6 +28,7 @@ mod create;
 mod executor;
 mod membership;
 mod model;
+mod nodes;
 mod planner;
 mod read;
 pub mod record;
