@@ -254,6 +254,7 @@ pub(super) async fn create_inner(
         next_worker: 0,
         next_control_plane: cfg.control_plane_count as u32,
         cluster_id: None,
+        master_salt: None,
         image_version: manifest.version.clone(),
         image_reference: cfg.image_reference.clone(),
         config: config_echo(&req.planned_state),
@@ -309,6 +310,9 @@ pub(super) async fn create_inner(
             generated: true,
         },
     };
+    rec.master_salt = Some(hex::encode(&*secrets.master_salt));
+    rec.save()
+        .map_err(|e| err("Recording the cluster failed", e))?;
     let init_secret = random_bytes(32);
     let init_hash = {
         let s = init_secret.clone();

@@ -11,8 +11,9 @@ use tfplugin::{Diagnostics, Value};
 use super::common::*;
 use super::create::add_node;
 use super::membership::{ClusterView, members, refusal_of, wait_joined};
-use super::model::Prior;
+use super::model::{self, Prior};
 use super::nodes::{add_member, next_spec, remove_dead, replace_node, retire_node};
+use super::owner;
 use super::planner::{self, Blocked, Desired, NodeView, Observed, Step};
 use super::record::*;
 use super::recovery;
@@ -72,6 +73,39 @@ pub(super) async fn observe(
         recorded_image: record.image_reference.clone(),
     };
     (observed, errors)
+}
+
+/// The owner credential derived from the configuration's master secret, for a state that
+/// holds none (after an import).
+fn derived_owner(
+    req: &ApplyRequest,
+    record: &ClusterRecord,
+) -> Result<OwnerCredential, Diagnostics> {
+    let master = model::master_secret_wo(&req.config)?.ok_or_else(|| {
+        err_at(
+            "master_secret_wo",
+            "No owner credential",
+            "The state holds no owner credential (e.g. after an import). Set \
+             `master_secret_wo` (and `master_secret_wo_version`) to the cluster's master \
+             secret: the provider derives the owner credential from it.",
+        )
+    })?;
+    let master = cluster_config::parse_master_secret(&master.0)
+        .map_err(|e| err_at("master_secret_wo", "Invalid master secret", e))?;
+    let salt = record
+        .master_salt
+        .as_deref()
+        .and_then(|h| hex::decode(h).ok())
+        .map(zeroize::Zeroizing::new)
+        .ok_or_else(|| {
+            err(
+                "No owner credential",
+                "Neither the state nor the cluster record holds the master salt (the cluster \
+                 was created by an earlier provider version), so no owner credential can be \
+                 derived. Recreate the cluster to manage it.",
+            )
+        })?;
+    owner::derive(&master, &salt).map_err(|e| err("Deriving the owner credential failed", e))
 }
 
 /// The error for a plan that cannot be made.
@@ -167,12 +201,10 @@ pub(super) async fn update(ctx: &Context, req: &ApplyRequest) -> Result<Value, D
                 ),
             )
         })?;
-    let owner = prior.owner().ok_or_else(|| {
-        err(
-            "No owner credential",
-            "The state holds no owner credential (e.g. after an import), so the cluster cannot be changed by this provider. Recreate the cluster to manage it.",
-        )
-    })?;
+    let (owner, derived) = match prior.owner() {
+        Some(o) => (o, false),
+        None => (derived_owner(req, &record)?, true),
+    };
     let cloud = record.cloud();
     let cloud = cloud.as_ref();
     let apply = Apply {
@@ -186,8 +218,28 @@ pub(super) async fn update(ctx: &Context, req: &ApplyRequest) -> Result<Value, D
     };
 
     // Observe, plan.
-    let view = members(&record, &owner).await.unwrap_or_default();
+    let (view, asked) = match members(&record, &owner).await {
+        Ok(v) => (v, None),
+        Err(e) => (ClusterView::default(), Some(e)),
+    };
     let (observed, errors) = observe(cloud, &record, &view).await;
+    // A derived credential that no running control plane accepts comes from another secret.
+    if derived
+        && let Some(e) = asked
+        && observed.nodes.iter().any(|n| {
+            n.role == Role::ControlPlane && n.machine == Some(crate::cloud::MachineState::Running)
+        })
+    {
+        return Err(err_at(
+            "master_secret_wo",
+            "The master secret does not open the cluster",
+            format!(
+                "The owner credential derived from `master_secret_wo` was not accepted by the \
+                 running control planes ({e}). Set `master_secret_wo` to the secret this \
+                 cluster was created with."
+            ),
+        ));
+    }
     let desired = Desired {
         control_planes: cfg.control_plane_count as usize,
         workers: cfg.worker_count as usize,

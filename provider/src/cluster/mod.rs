@@ -16,6 +16,7 @@
 //! | `planner` | pure: desired configuration + observation → ordered steps |
 //! | `executor` | update: observe, plan, carry steps out through `Cloud` and node clients |
 //! | `nodes` | add a member, retire, replace, forget a dead node; next node's spec |
+//! | `owner` | owner credential derived from the master secret (manage after import) |
 //! | `recovery` | restart machines that are off, recover a control plane |
 //! | `create` | create: boot, attest, Init, wait for joins |
 //! | `model` | typed binding of the state (prior state, `nodes`) |
@@ -29,6 +30,7 @@ mod executor;
 mod membership;
 mod model;
 mod nodes;
+mod owner;
 mod planner;
 mod read;
 pub mod record;

@@ -50,6 +50,11 @@ pub struct ClusterRecord {
     pub next_control_plane: u32,
     /// Cluster ID (hex) once initialised.
     pub cluster_id: Option<String>,
+    /// The master secret's salt (hex). Not a secret (HKDF's salt, useless without the master
+    /// secret); kept so that whoever holds the master secret derives the owner credential
+    /// and recovers control planes after `terraform import`, whose state has no salt.
+    #[serde(default)]
+    pub master_salt: Option<String>,
     /// Image version new nodes run (the configured image's).
     pub image_version: String,
     /// The configured image new nodes boot. Nodes whose own `image` differs are replaced,
@@ -110,6 +115,7 @@ impl RecordV1 {
             next_worker: self.next_worker,
             next_control_plane: self.next_control_plane.max(cps),
             cluster_id: self.cluster_id,
+            master_salt: None,
             image_version: self.image_version,
             image_reference,
             config: self.config,
@@ -254,6 +260,7 @@ pub(super) fn test_record(nodes: Vec<NodeRecord>) -> ClusterRecord {
         next_worker: 0,
         next_control_plane: 0,
         cluster_id: None,
+        master_salt: None,
         image_version: "v2".into(),
         image_reference: "/img/v1/disk.raw".into(),
         config: serde_json::json!({ "image_reference": "/img/v1/disk.raw" }),

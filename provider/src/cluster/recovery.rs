@@ -10,6 +10,8 @@ use tfplugin::Diagnostics;
 use tfplugin::provider::{ApplyRequest, Context};
 
 use super::common::*;
+use zeroize::Zeroizing;
+
 use super::executor::Apply;
 use super::membership::*;
 use super::model::{self, Prior};
@@ -101,6 +103,7 @@ pub(super) fn known_node(record: &ClusterRecord, name: &str) -> Result<NodeRecor
 pub(super) fn recovery_secrets(
     req: &ApplyRequest,
     prior: &Prior,
+    record: &ClusterRecord,
 ) -> Result<MasterAndSalt, Diagnostics> {
     let master = match model::master_secret_wo(&req.config)? {
         Some(s) => cluster_config::parse_master_secret(&s.0)
@@ -116,12 +119,21 @@ pub(super) fn recovery_secrets(
             )
         })?,
     };
-    let salt = Prior::hex(&prior.master_salt).ok_or_else(|| {
-        err(
-            "Master salt missing",
-            "The state holds no `master_salt`, which recovery needs with the master secret.",
-        )
-    })?;
+    // After an import the state has no salt; the record keeps it.
+    let salt = Prior::hex(&prior.master_salt)
+        .or_else(|| {
+            record
+                .master_salt
+                .as_deref()
+                .and_then(|h| hex::decode(h).ok())
+                .map(Zeroizing::new)
+        })
+        .ok_or_else(|| {
+            err(
+                "Master salt missing",
+                "The state holds no `master_salt`, which recovery needs with the master secret.",
+            )
+        })?;
     Ok((master, salt))
 }
 
@@ -140,7 +152,7 @@ pub(super) async fn recover(
         deadline,
         ..
     } = *a;
-    let (master, salt) = recovery_secrets(a.req, a.prior)?;
+    let (master, salt) = recovery_secrets(a.req, a.prior, record)?;
     let Some(addr) = cp.endpoints.recovery else {
         return Err(err(
             "No recovery endpoint",
