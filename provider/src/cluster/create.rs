@@ -47,6 +47,7 @@ pub(super) struct Secrets {
     generated: bool,
 }
 
+/// `n` random bytes in a zeroizing buffer.
 pub(super) fn random_bytes(n: usize) -> Zeroizing<Vec<u8>> {
     use rand::RngCore as _;
     let mut v = Zeroizing::new(vec![0u8; n]);
@@ -54,6 +55,8 @@ pub(super) fn random_bytes(n: usize) -> Zeroizing<Vec<u8>> {
     v
 }
 
+/// The spec of a new node: its name from `index`, the lowest free address of the node
+/// network, the record's image.
 pub(super) fn node_spec(
     cfg: &ClusterConfig,
     role: Role,
@@ -81,6 +84,7 @@ pub(super) fn node_spec(
     })
 }
 
+/// The join endpoints (`ip:port`) of every recorded control plane.
 pub(super) fn join_endpoints(record: &ClusterRecord) -> Vec<String> {
     record
         .control_planes()
@@ -214,6 +218,7 @@ pub(super) async fn initialise(
     }
 }
 
+/// The create's steps (see the module documentation).
 pub(super) async fn create_inner(
     ctx: &Context,
     req: &ApplyRequest,
@@ -429,6 +434,8 @@ pub(super) fn hash_init_secret(secret: &[u8]) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
+/// Create, bounded by the timeout and Terraform's stop signal; what was made comes back as
+/// partial state with the error.
 pub(super) async fn create(ctx: &Context, request: ApplyRequest) -> StateResponse {
     let mut progress = Progress::default();
     // Every wait inside ends on Terraform's stop signal and at the deadline; this bound

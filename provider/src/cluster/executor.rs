@@ -175,6 +175,7 @@ async fn refusals_now(record: &ClusterRecord, owner: &OwnerCredential) -> Vec<(S
         .unwrap_or_default()
 }
 
+/// Update: observe, plan, carry the steps out; the state when every node is a member.
 pub(super) async fn update(ctx: &Context, req: &ApplyRequest) -> Result<Value, Diagnostics> {
     let (cfg, d) = cluster_config::parse(&req.config);
     let Some(cfg) = cfg else {

@@ -16,7 +16,8 @@ use super::schema::*;
 use crate::cloud::{MachineState, Role};
 use crate::cluster_config::{self};
 
-// READ
+/// Read: the state from the record, the machines and the control planes, with drift (node
+/// counts that run, the attestation config enforced) for the next plan to repair.
 pub(super) async fn read(_ctx: &Context, request: ReadRequest) -> StateResponse {
     let prior_value = &request.current_state;
     let prior = match Prior::of(prior_value) {
@@ -146,6 +147,7 @@ pub(super) async fn read(_ctx: &Context, request: ReadRequest) -> StateResponse 
     resp
 }
 
+/// Delete: the backend destroys every machine and the working directory.
 pub(super) async fn delete(_ctx: &Context, request: ApplyRequest) -> Diagnostics {
     let Ok(dir) = Prior::of(&request.prior_state).and_then(|p| p.work_dir()) else {
         return Diagnostics::new();
@@ -171,6 +173,7 @@ pub(super) async fn delete(_ctx: &Context, request: ApplyRequest) -> Diagnostics
     }
 }
 
+/// Import by working directory: the state is rebuilt from its record (no secrets).
 pub(super) async fn import(_ctx: &Context, id: &str) -> ImportResponse {
     let dir = PathBuf::from(id);
     let dir = std::env::current_dir().map(|c| c.join(&dir)).unwrap_or(dir);

@@ -37,6 +37,7 @@ pub(super) fn config_type() -> &'static Type {
     })
 }
 
+/// The configuration attributes of `v` in Terraform's JSON encoding (recorded for import).
 pub(super) fn config_echo(v: &Value) -> serde_json::Value {
     let echo = Value::object(
         CONFIG_ATTRS
@@ -57,6 +58,7 @@ pub(super) fn config_from_json(config: &serde_json::Value) -> Value {
         .unwrap_or_else(|| Value::object(CONFIG_ATTRS.iter().map(|a| (*a, Value::Null))))
 }
 
+/// The attributes of one element of `nodes`.
 pub(super) fn node_object_type() -> Vec<Attribute> {
     vec![
         Attribute::computed("name", Type::String).description("Node name."),
@@ -75,6 +77,7 @@ pub(super) fn node_object_type() -> Vec<Attribute> {
     ]
 }
 
+/// The resource's schema (version 0).
 pub(super) fn schema_v0() -> Schema {
     let qemu = Block::new()
         .description("The local QEMU backend: one VM per node with OVMF and swtpm.")
