@@ -26,14 +26,10 @@ pub const DEFAULT_NODE_CIDR: &str = "10.42.0.0/24";
 pub const DEFAULT_POD_CIDR: &str = "10.244.0.0/16";
 /// Default Kubernetes service network.
 pub const DEFAULT_SERVICE_CIDR: &str = "10.96.0.0/12";
-/// Most control planes (host offsets 10..=19 of the node network).
+/// Most control planes.
 pub const MAX_CONTROL_PLANES: u64 = 9;
-/// Most workers at once (host offsets from 100 up, within a /24).
+/// Most workers at once (addresses come from the node network, lowest free first).
 pub const MAX_WORKERS: u64 = 100;
-/// First host offset of control planes in the node network.
-const CP_OFFSET: u32 = 10;
-/// First host offset of workers in the node network.
-const WORKER_OFFSET: u32 = 100;
 
 /// QEMU settings (the `cloud.qemu` block).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,14 +79,6 @@ impl Cidr {
         Ok(Self { addr, prefix })
     }
 
-    /// The `offset`-th address of the network.
-    pub fn host(&self, offset: u32) -> Option<Ipv4Addr> {
-        let size = 1u64 << (32 - u32::from(self.prefix));
-        // Keep the broadcast address free.
-        (u64::from(offset) < size - 1)
-            .then(|| Ipv4Addr::from(u32::from(self.addr).wrapping_add(offset)))
-    }
-
     fn overlaps(&self, other: &Cidr) -> bool {
         let p = self.prefix.min(other.prefix);
         let mask = u32::MAX.checked_shl(32 - u32::from(p)).unwrap_or(0);
@@ -130,16 +118,6 @@ pub struct ClusterConfig {
 }
 
 impl ClusterConfig {
-    /// Address of control plane `i`.
-    pub fn control_plane_ip(&self, i: u32) -> Option<Ipv4Addr> {
-        self.node_cidr.host(CP_OFFSET + i)
-    }
-
-    /// Address of worker number `i` (numbers are never reused within a cluster).
-    pub fn worker_ip(&self, i: u32) -> Option<Ipv4Addr> {
-        self.node_cidr.host(WORKER_OFFSET + i)
-    }
-
     /// Name of control plane `i`.
     pub fn control_plane_name(&self, i: u32) -> String {
         format!("{}-cp-{i}", self.name)
@@ -506,8 +484,6 @@ mod tests {
         assert!(Cidr::parse("10.42.0.0/33").is_err());
         assert!(Cidr::parse("300.1.1.1/8").is_err());
         let c = Cidr::parse("10.42.0.0/24").unwrap();
-        assert_eq!(c.host(10), Some(Ipv4Addr::new(10, 42, 0, 10)));
-        assert_eq!(c.host(255), None);
         assert!(c.overlaps(&Cidr::parse("10.0.0.0/8").unwrap()));
         assert!(!c.overlaps(&Cidr::parse("10.244.0.0/16").unwrap()));
     }

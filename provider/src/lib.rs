@@ -6,6 +6,7 @@
 //! `node_client`.
 
 pub mod cloud;
+mod cluster;
 mod cluster_config;
 mod create_marker;
 mod data_source_attestation;
@@ -14,18 +15,17 @@ mod data_source_image;
 mod function_expected_pcr15;
 mod measurements_attr;
 mod node_client;
-mod resource_cluster;
 
 use std::sync::Arc;
 
 use tfplugin::provider::{ConfigureResponse, Context, DataSource, Function, Provider, Resource};
 use tfplugin::{Block, Schema, Value};
 
+pub use cluster::{ClusterRecord, ClusterResource};
 pub use data_source_attestation::AttestationDataSource;
 pub use data_source_cluster_verification::ClusterVerificationDataSource;
 pub use data_source_image::ImageDataSource;
 pub use function_expected_pcr15::ExpectedPcr15;
-pub use resource_cluster::{ClusterRecord, ClusterResource};
 
 /// A typed-binding error as a diagnostic at its attribute path.
 pub(crate) fn binding_diag(e: tfplugin::binding::Error) -> tfplugin::Diagnostics {

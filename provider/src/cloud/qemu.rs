@@ -445,6 +445,7 @@ impl QemuCloud {
             role: spec.role,
             private_ip: spec.private_ip,
             endpoints: endpoints.clone(),
+            backend_id: spec.name.clone(),
             image: spec.image.clone(),
         })
     }
@@ -570,7 +571,7 @@ impl super::Cloud for QemuCloud {
         "qemu"
     }
 
-    async fn prepare(&self) -> Result<(), CloudError> {
+    async fn prepare(&self) -> Result<super::ClusterEndpoint, CloudError> {
         let opts = self.opts.clone();
         blocking(move || {
             Self::check_programs()?;
@@ -597,7 +598,9 @@ impl super::Cloud for QemuCloud {
                     ))?;
             }
             let nodes = opts.work_dir.join("nodes");
-            fs::create_dir_all(&nodes).map_err(file_err("working directory", &nodes))
+            fs::create_dir_all(&nodes).map_err(file_err("working directory", &nodes))?;
+            // No load balancer on the host: kubeadm takes the first control plane's address.
+            Ok(super::ClusterEndpoint::default())
         })
         .await
     }
@@ -608,10 +611,11 @@ impl super::Cloud for QemuCloud {
         blocking(move || this.create_node_blocking(&spec)).await
     }
 
-    async fn machine_state(&self, node: &NodeRecord) -> MachineState {
+    async fn machine_state(&self, node: &NodeRecord) -> Result<MachineState, CloudError> {
         let this = self.clone();
+        // The node directory is named after the node (its backend ID).
         let name = node.name.clone();
-        blocking(move || this.machine_state_blocking(&name)).await
+        Ok(blocking(move || this.machine_state_blocking(&name)).await)
     }
 
     async fn start_node(

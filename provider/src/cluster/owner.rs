@@ -1,0 +1,139 @@
+//! The owner credential from the master secret, so that whoever holds the master secret can
+//! manage the cluster without the credential Init returned (after `terraform import`).
+//!
+//! The cluster CA is derived exactly as every control plane derives it: the P-256 scalar
+//! `HKDF-SHA256(master, salt, "key-constellationClusterCA")` and fixed certificate fields
+//! (the management servers trust any client certificate that CA signed). The owner's key is
+//! `HKDF-SHA256(master, salt, "key-constellationClusterOwner")`, its own info string, so the
+//! same secret always gives the same credential.
+
+use hkdf::Hkdf;
+use p256::pkcs8::EncodePrivateKey as _;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
+};
+use sha2::Sha256;
+use zeroize::Zeroizing;
+
+use crate::node_client::OwnerCredential;
+
+/// HKDF info of the cluster CA's key (as the nodes derive it: "key-" + the key's id).
+const CA_INFO: &str = "key-constellationClusterCA";
+/// HKDF info of the owner's key.
+const OWNER_INFO: &str = "key-constellationClusterOwner";
+/// Common name of the owner certificate, as Init issues it.
+const OWNER_COMMON_NAME: &str = "constellation-cluster-owner";
+
+/// A P-256 key pair from `HKDF(master, salt, info)`.
+fn derived_key(master: &[u8], salt: &[u8], info: &str) -> Result<KeyPair, String> {
+    let mut scalar = Zeroizing::new([0u8; 32]);
+    Hkdf::<Sha256>::new(Some(salt), master)
+        .expand(info.as_bytes(), scalar.as_mut())
+        .map_err(|e| format!("HKDF: {e}"))?;
+    // A scalar >= the group order (probability ~2^-32) is reported, as the nodes do.
+    let sk = p256::SecretKey::from_slice(scalar.as_ref())
+        .map_err(|_| format!("the scalar derived with {info:?} is not a valid P-256 key"))?;
+    let der = sk.to_pkcs8_der().map_err(|e| e.to_string())?;
+    KeyPair::from_pkcs8_der_and_sign_algo(&der.as_bytes().into(), &PKCS_ECDSA_P256_SHA256)
+        .map_err(|e| e.to_string())
+}
+
+/// The CA certificate's fields, identical to the control planes' (the subject and key are
+/// what a verifier matches; validity and serial are fixed so every copy is the same).
+fn ca_params() -> Result<CertificateParams, String> {
+    let mut p = CertificateParams::new(Vec::<String>::new()).map_err(|e| e.to_string())?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, "Constellation cluster CA");
+    p.distinguished_name = dn;
+    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    p.not_before = rcgen::date_time_ymd(2024, 1, 1);
+    p.not_after = rcgen::date_time_ymd(2124, 1, 1);
+    p.serial_number = Some(rcgen::SerialNumber::from_slice(&[1]));
+    Ok(p)
+}
+
+/// The owner credential of the cluster whose master secret and salt these are.
+pub(super) fn derive(master: &[u8], salt: &[u8]) -> Result<OwnerCredential, String> {
+    let ca_key = derived_key(master, salt, CA_INFO)?;
+    let params = ca_params()?;
+    let ca_cert = params.self_signed(&ca_key).map_err(|e| e.to_string())?;
+    let issuer = Issuer::new(params, ca_key);
+    let key = derived_key(master, salt, OWNER_INFO)?;
+    let mut p = CertificateParams::new(Vec::<String>::new()).map_err(|e| e.to_string())?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, OWNER_COMMON_NAME);
+    p.distinguished_name = dn;
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    p.not_before = rcgen::date_time_ymd(2024, 1, 1);
+    p.not_after = rcgen::date_time_ymd(2124, 1, 1);
+    let cert = p.signed_by(&key, &issuer).map_err(|e| e.to_string())?;
+    Ok(OwnerCredential {
+        ca_pem: ca_cert.pem(),
+        cert_pem: cert.pem(),
+        key_pem: Zeroizing::new(key.serialize_pem()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use x509_parser::pem::parse_x509_pem;
+
+    #[test]
+    fn the_same_secret_gives_the_same_ca_and_owner_key_and_the_ca_signs_the_owner() {
+        let (master, salt) = ([7u8; 32], [9u8; 32]);
+        let a = derive(&master, &salt).unwrap();
+        let b = derive(&master, &salt).unwrap();
+        assert_eq!(*a.key_pem, *b.key_pem);
+        let (_, ca_pem) = parse_x509_pem(a.ca_pem.as_bytes()).unwrap();
+        let ca = ca_pem.parse_x509().unwrap();
+        let (_, ca_pem_b) = parse_x509_pem(b.ca_pem.as_bytes()).unwrap();
+        let ca_b = ca_pem_b.parse_x509().unwrap();
+        // Same subject and key on every derivation: a verifier's trust anchor matches.
+        assert_eq!(ca.subject(), ca_b.subject());
+        assert_eq!(ca.public_key().raw, ca_b.public_key().raw);
+        let (_, leaf_pem) = parse_x509_pem(a.cert_pem.as_bytes()).unwrap();
+        let leaf = leaf_pem.parse_x509().unwrap();
+        assert_eq!(leaf.issuer(), ca.subject());
+        use p256::ecdsa::signature::Verifier as _;
+        let ca_key =
+            p256::ecdsa::VerifyingKey::from_sec1_bytes(&ca.public_key().subject_public_key.data)
+                .unwrap();
+        let sig = p256::ecdsa::Signature::from_der(&leaf.signature_value.data).unwrap();
+        ca_key
+            .verify(leaf.tbs_certificate.as_ref(), &sig)
+            .expect("the derived CA signed the owner certificate");
+        assert!(
+            leaf.subject()
+                .to_string()
+                .contains("constellation-cluster-owner")
+        );
+        // Another secret, another CA.
+        let c = derive(&[8u8; 32], &salt).unwrap();
+        let (_, ca_c) = parse_x509_pem(c.ca_pem.as_bytes()).unwrap();
+        assert_ne!(
+            ca_c.parse_x509().unwrap().public_key().raw,
+            ca.public_key().raw
+        );
+    }
+
+    /// The CA key is the one the nodes derive: HKDF-SHA256 with info
+    /// "key-constellationClusterCA" (RFC 5869 test case 1 checks the primitive).
+    #[test]
+    fn the_ca_key_is_hkdf_of_the_ca_info() {
+        let (master, salt) = ([1u8; 32], [2u8; 32]);
+        let mut scalar = [0u8; 32];
+        Hkdf::<Sha256>::new(Some(&salt), &master)
+            .expand(b"key-constellationClusterCA", &mut scalar)
+            .unwrap();
+        let sk = p256::SecretKey::from_slice(&scalar).unwrap();
+        let want = sk.public_key().to_sec1_bytes();
+        let cred = derive(&master, &salt).unwrap();
+        let (_, ca_pem) = parse_x509_pem(cred.ca_pem.as_bytes()).unwrap();
+        let ca = ca_pem.parse_x509().unwrap();
+        assert_eq!(ca.public_key().subject_public_key.data.as_ref(), &want[..]);
+    }
+}
