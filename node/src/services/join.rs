@@ -117,30 +117,34 @@ fn require_fresh(register: ClusterRegister) -> Result<(), Status> {
     )))
 }
 
-/// Decides a join request (pure). A join ticket is for a node that has not joined anything
-/// since it booted (its attested cluster-ID register is at its reset value): a running
-/// member, whatever its role, cannot ask for a new identity or role. A name or disk that is
-/// already recorded is only served again to the same record (same disk, same role: a retry
-/// of a join whose answer was lost); it never overwrites another member.
+/// Decides a join request (pure) for the record `candidate` would become. A join ticket is
+/// for a node that has not joined anything since it booted (its attested cluster-ID register
+/// is at its reset value): a running member, whatever its role, cannot ask for a new identity
+/// or role. A recorded name or disk is never taken over: only the very same record (disk,
+/// role, address and this boot's WireGuard key — a join retried after its answer was lost)
+/// is served again.
 pub fn admit_join(
     cluster: &ClusterState,
     name: &str,
-    uuid: &str,
-    role: Role,
+    candidate: &Member,
     register: ClusterRegister,
 ) -> Result<(), Status> {
     require_fresh(register)?;
+    let uuid = candidate.disk_uuid.as_str();
     if is_removed(cluster, name, uuid) {
         return Err(Status::permission_denied(format!(
             "node {name} or its state disk {uuid} was removed from the cluster"
         )));
     }
     if let Some(m) = cluster.members.get(name)
-        && (m.disk_uuid != uuid || m.role != role)
+        && (m.disk_uuid != candidate.disk_uuid
+            || m.role != candidate.role
+            || m.private_ip != candidate.private_ip
+            || m.wireguard_public_key != candidate.wireguard_public_key)
     {
         return Err(Status::already_exists(format!(
-            "node {name} is already a member ({}, another state disk or role); join under a \
-             new name, or remove the member first",
+            "node {name} is already a member ({}); join under a new name, or remove the member \
+             first",
             m.role
         )));
     }
@@ -275,21 +279,23 @@ pub fn issue_ticket(
     let wg_address = mesh_address(&ip.to_string());
     let register = ClusterRegister::of(claims, &secrets.cluster_id);
     let mut cluster = ctx.cluster.lock().unwrap_or_else(|e| e.into_inner());
-    admit_join(&cluster, &req.node_name, &uuid, role, register)?;
+    let candidate = Member {
+        role,
+        image_version: req.image_version.chars().take(128).collect(),
+        attestation_summary: summarize(claims),
+        joined_at: crate::state::now_rfc3339(),
+        private_ip: ip.to_string(),
+        disk_uuid: uuid,
+        wireguard_public_key: hex::encode(&req.wireguard_public_key),
+        wireguard_address: wg_address.clone(),
+    };
+    admit_join(&cluster, &req.node_name, &candidate, register)?;
     let peers = wire_peers(&cluster, &req.node_name);
-    cluster.members.insert(
-        req.node_name.clone(),
-        Member {
-            role,
-            image_version: req.image_version.chars().take(128).collect(),
-            attestation_summary: summarize(claims),
-            joined_at: crate::state::now_rfc3339(),
-            private_ip: ip.to_string(),
-            disk_uuid: uuid,
-            wireguard_public_key: hex::encode(&req.wireguard_public_key),
-            wireguard_address: wg_address.clone(),
-        },
-    );
+    // A retried join keeps its first record.
+    cluster
+        .members
+        .entry(req.node_name.clone())
+        .or_insert(candidate);
     // Control-plane joiners start with the cluster-wide member list (including themselves).
     let control_plane = req.is_control_plane.then(|| ControlPlaneMaterial {
         master_secret: master.secret().expose().to_vec(),
@@ -595,7 +601,12 @@ mod tests {
             ),
         ];
         for (name, disk, role, reg, want) in cases {
-            let got = admit_join(&c, name, disk, *role, *reg)
+            let candidate = Member {
+                role: *role,
+                disk_uuid: disk.to_string(),
+                ..c.members["w-0"].clone()
+            };
+            let got = admit_join(&c, name, &candidate, *reg)
                 .err()
                 .map(|s| s.code());
             assert_eq!(got, *want, "{name} {disk} {role:?} {reg:?}");
