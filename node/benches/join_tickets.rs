@@ -13,7 +13,6 @@ use std::time::Instant;
 
 use constellation_attest::validator::Issuer;
 use constellation_node::services::join::issue_ticket;
-use constellation_node::services::summarize;
 use constellation_node_api::v1::IssueJoinTicketRequest;
 
 fn main() {
@@ -35,13 +34,14 @@ fn main() {
             .unwrap();
         let req = IssueJoinTicketRequest {
             node_name: format!("w-{}", i % 100),
-            disk_uuid: format!("{:08x}-0000-4000-8000-000000000000", i),
+            // One disk per name: a name that comes back is the same member asking again.
+            disk_uuid: format!("{:08x}-0000-4000-8000-000000000000", i % 100),
             is_control_plane: false,
             wireguard_public_key: vec![1; 32],
             private_ip: "10.0.0.9".into(),
             image_version: "bench".into(),
         };
-        let t = issue_ticket(&b.ctx, &req, summarize(&claims)).unwrap();
+        let t = issue_ticket(&b.ctx, &req, &claims).unwrap();
         std::hint::black_box(t);
     }
     common::rate(
@@ -64,18 +64,17 @@ fn main() {
         .validators
         .validate_bytes(&doc, &nonce, b"join")
         .unwrap();
-    let summary = summarize(&claims);
     let t0 = Instant::now();
     for i in 0..n {
         let req = IssueJoinTicketRequest {
             node_name: format!("w-{}", i % 100),
-            disk_uuid: format!("{:08x}-0000-4000-8000-000000000000", i),
+            disk_uuid: format!("{:08x}-0000-4000-8000-000000000000", i % 100),
             is_control_plane: false,
             wireguard_public_key: vec![1; 32],
             private_ip: "10.0.0.9".into(),
             image_version: "bench".into(),
         };
-        std::hint::black_box(issue_ticket(&b.ctx, &req, summary.clone()).unwrap());
+        std::hint::black_box(issue_ticket(&b.ctx, &req, &claims).unwrap());
     }
     common::rate(
         "  of which: ticket issuance alone (100 peers listed)",

@@ -30,6 +30,10 @@ fn main() {
         .unwrap();
     rt.block_on(async {
         let b = common::control_plane();
+        // The client shares the control plane's swtpm; data keys are for members, so its
+        // PCR 15 holds the cluster ID as a joined node's does.
+        let cluster_id = b.ctx.secrets().unwrap().cluster_id;
+        b.ctx.lock.extend(&cluster_id).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let routes =

@@ -1,8 +1,9 @@
 //! The cluster CA, derived from the master secret, and the management API's mutual TLS.
 //!
-//! The CA's P-256 key is `HKDF(master, salt, "key-constellationClusterCA")` interpreted as a
-//! scalar, so every holder of the master secret (each control plane, and the cluster owner)
-//! holds the same CA without storing it. It issues the owner's client certificate at Init and
+//! The CA's P-256 key is `HKDF(master, salt, "constellation-internal-clusterCA")` interpreted as
+//! a scalar (an internal key: no data-key id reaches it, see [`crate::keys`]), so every holder
+//! of the master secret (each control plane, and the cluster owner) holds the same CA without
+//! storing it. It issues the owner's client certificate at Init and
 //! each control plane's management server certificate; both sides of the management API then
 //! authenticate each other by that CA.
 
@@ -87,7 +88,7 @@ impl ClusterCa {
     /// Derives the CA from the master secret.
     pub fn derive(master: &MasterSecret) -> Result<Self, CaError> {
         let scalar = master
-            .data_key(CLUSTER_CA_ID, DEFAULT_KEY_LEN)
+            .internal_key(CLUSTER_CA_ID, DEFAULT_KEY_LEN)
             .map_err(|e| CaError::Derive(e.to_string()))?;
         // A scalar >= the group order has probability ~2^-32; it is then reported, not retried,
         // because a retry would have to be mirrored by every other implementation.

@@ -4,6 +4,11 @@
 //! the measurement secret (id `measurementSecret`) and state-disk keys (id = lower-case LUKS
 //! UUID); the cluster ID is `HKDF-SHA256(IKM = measurement secret, salt = measurement salt,
 //! info = "key-clusterID")`. Output lengths follow upstream: 32 bytes by default.
+//!
+//! Keys this product uses internally and upstream does not know (the cluster CA) are derived
+//! under [`INTERNAL_INFO_PREFIX`], which no `"key-" + id` info can equal, so a caller-chosen
+//! data-key id can never reach them. The upstream-compatible internal ids (the measurement
+//! secret, state-disk keys) are reserved: [`MasterSecret::data_key`] refuses them.
 
 use std::fmt;
 
@@ -17,8 +22,10 @@ pub const INFO_PREFIX: &str = "key-";
 pub const MEASUREMENT_SECRET_ID: &str = "measurementSecret";
 /// Info context of the cluster ID derivation.
 pub const CLUSTER_ID_CONTEXT: &str = "clusterID";
-/// Key id of the cluster CA's private key (ours; upstream has no cluster CA).
-pub const CLUSTER_CA_ID: &str = "constellationClusterCA";
+/// Prefix of the HKDF info of keys only this product derives, for itself (never `"key-"`).
+pub const INTERNAL_INFO_PREFIX: &str = "constellation-internal-";
+/// Internal key id of the cluster CA's private key (ours; upstream has no cluster CA).
+pub const CLUSTER_CA_ID: &str = "clusterCA";
 /// Default derived key length in bytes (upstream `DerivedKeyLengthDefault`).
 pub const DEFAULT_KEY_LEN: usize = 32;
 /// Smallest accepted master secret (upstream `MasterSecretLengthMin`).
@@ -52,6 +59,15 @@ pub enum KeyError {
     /// A key id is not acceptable.
     #[error("key id {id:?} is invalid: use 1..={MAX_KEY_ID_LEN} characters of [A-Za-z0-9._-]")]
     InvalidId {
+        /// The offending id (ids are not secret), truncated.
+        id: String,
+    },
+    /// A data-key id names a key the cluster derives for itself (measurement secret, a
+    /// state-disk key).
+    #[error(
+        "key id {id:?} is reserved for the cluster's own keys (the measurement secret and state-disk keys, whose ids are LUKS UUIDs); choose another id"
+    )]
+    ReservedId {
         /// The offending id (ids are not secret), truncated.
         id: String,
     },
@@ -123,6 +139,28 @@ pub fn validate_id(id: &str) -> Result<(), KeyError> {
     }
 }
 
+/// True when `id` is the id of a key the cluster derives for itself under the upstream
+/// `"key-"` info: the measurement secret, the cluster-ID context, or a state-disk key (a LUKS
+/// UUID, compared case-insensitively because disk ids are folded to lower case).
+pub fn is_reserved_id(id: &str) -> bool {
+    let lower = id.to_ascii_lowercase();
+    lower == MEASUREMENT_SECRET_ID.to_ascii_lowercase()
+        || lower == CLUSTER_ID_CONTEXT.to_ascii_lowercase()
+        || is_luks_uuid(&lower)
+}
+
+/// True for the 8-4-4-4-12 hex-digit shape of a LUKS UUID (either case).
+pub fn is_luks_uuid(s: &str) -> bool {
+    s.len() == 36
+        && s.bytes().enumerate().all(|(i, b)| {
+            if matches!(i, 8 | 13 | 18 | 23) {
+                b == b'-'
+            } else {
+                b.is_ascii_hexdigit()
+            }
+        })
+}
+
 /// The cluster's master secret and salt; derives every other key.
 #[derive(Clone)]
 pub struct MasterSecret {
@@ -159,13 +197,25 @@ impl MasterSecret {
         &self.salt
     }
 
-    /// `HKDF(master, salt, "key-" + id)` with `len` bytes; `id` is validated.
+    /// A data key for a caller-chosen id: `HKDF(master, salt, "key-" + id)` with `len`
+    /// bytes (upstream's data keys). `id` is validated and must not be reserved
+    /// ([`is_reserved_id`]): those keys belong to the cluster, not to a caller.
     pub fn data_key(&self, id: &str, len: usize) -> Result<Secret, KeyError> {
+        validate_id(id)?;
+        if is_reserved_id(id) {
+            return Err(KeyError::ReservedId {
+                id: id.chars().take(MAX_KEY_ID_LEN).collect(),
+            });
+        }
+        self.derive_with(INFO_PREFIX, id, len)
+    }
+
+    fn derive_with(&self, prefix: &str, id: &str, len: usize) -> Result<Secret, KeyError> {
         validate_id(id)?;
         if !(MIN_DATA_KEY_LEN..=MAX_DATA_KEY_LEN).contains(&len) {
             return Err(KeyError::Length(len));
         }
-        let info = format!("{INFO_PREFIX}{id}");
+        let info = format!("{prefix}{id}");
         derive(
             self.secret.expose(),
             self.salt.expose(),
@@ -174,14 +224,24 @@ impl MasterSecret {
         )
     }
 
+    /// A key only this product derives, for itself:
+    /// `HKDF(master, salt, "constellation-internal-" + id)`.
+    pub fn internal_key(&self, id: &str, len: usize) -> Result<Secret, KeyError> {
+        self.derive_with(INTERNAL_INFO_PREFIX, id, len)
+    }
+
     /// The state-disk key for a LUKS UUID (upper case is folded, as upstream does).
     pub fn disk_key(&self, luks_uuid: &str) -> Result<Secret, KeyError> {
-        self.data_key(&luks_uuid.to_ascii_lowercase(), DEFAULT_KEY_LEN)
+        self.derive_with(
+            INFO_PREFIX,
+            &luks_uuid.to_ascii_lowercase(),
+            DEFAULT_KEY_LEN,
+        )
     }
 
     /// The measurement secret (`key-measurementSecret`, 32 bytes).
     pub fn measurement_secret(&self) -> Result<Secret, KeyError> {
-        self.data_key(MEASUREMENT_SECRET_ID, DEFAULT_KEY_LEN)
+        self.derive_with(INFO_PREFIX, MEASUREMENT_SECRET_ID, DEFAULT_KEY_LEN)
     }
 }
 
@@ -211,6 +271,45 @@ pub fn cluster_id(
     let mut id = [0u8; 32];
     id.copy_from_slice(k.expose());
     Ok(id)
+}
+
+/// Info of a member's peers key (see [`peers_key`]).
+pub const PEERS_KEY_INFO: &str = "constellation-internal-peers";
+/// Smallest accepted GetPeers nonce.
+pub const MIN_NONCE_LEN: usize = 16;
+/// Largest accepted GetPeers nonce.
+pub const MAX_NONCE_LEN: usize = 64;
+
+/// A member's peers key: `HKDF(IKM = its state-disk key, no salt, "constellation-internal-peers")`.
+/// Only the member (which holds its disk key while it runs) and master-secret holders (which
+/// derive the disk key from the recorded disk UUID) know it; other members do not, as
+/// `GetDataKey` refuses disk-key ids.
+pub fn peers_key(disk_key: &Secret) -> Result<Secret, KeyError> {
+    derive(
+        disk_key.expose(),
+        &[],
+        PEERS_KEY_INFO.as_bytes(),
+        DEFAULT_KEY_LEN,
+    )
+}
+
+/// The authenticator of a GetPeers answer: `HKDF(IKM = peers key, salt = nonce,
+/// "constellation-peers-answer-v1" ‖ SHA-256(answer))`, 32 bytes, where `answer` is the
+/// canonical encoding of what the member applies.
+pub fn peers_authenticator(
+    peers_key: &Secret,
+    nonce: &[u8],
+    answer: &[u8],
+) -> Result<Secret, KeyError> {
+    if !(MIN_NONCE_LEN..=MAX_NONCE_LEN).contains(&nonce.len()) {
+        return Err(KeyError::SaltLength {
+            name: "GetPeers nonce",
+            len: nonce.len(),
+        });
+    }
+    let mut info = b"constellation-peers-answer-v1".to_vec();
+    info.extend_from_slice(&<Sha256 as sha2::Digest>::digest(answer));
+    derive(peers_key.expose(), nonce, &info, DEFAULT_KEY_LEN)
 }
 
 #[cfg(test)]
@@ -262,6 +361,43 @@ mod tests {
         }
         assert_eq!(m.data_key("ok", 8).unwrap_err(), KeyError::Length(8));
         assert_eq!(m.data_key("ok", 65).unwrap_err(), KeyError::Length(65));
+    }
+
+    #[test]
+    fn data_keys_never_reach_the_cluster_keys() {
+        let m = MasterSecret::new(&[7u8; 32], &[9u8; 32]).unwrap();
+        let uuid = "abcdef01-2345-6789-abcd-ef0123456789";
+        for id in [
+            MEASUREMENT_SECRET_ID,
+            "MEASUREMENTSECRET",
+            CLUSTER_ID_CONTEXT,
+            uuid,
+            &uuid.to_ascii_uppercase(),
+        ] {
+            assert!(
+                matches!(m.data_key(id, 32), Err(KeyError::ReservedId { .. })),
+                "{id:?} served as a data key"
+            );
+        }
+        // The CA key lives under its own info prefix: no data-key id derives it.
+        let ca = m.internal_key(CLUSTER_CA_ID, 32).unwrap();
+        let want = derive(
+            &[7u8; 32],
+            &[9u8; 32],
+            b"constellation-internal-clusterCA",
+            32,
+        )
+        .unwrap();
+        assert_eq!(ca, want);
+        assert!(!INTERNAL_INFO_PREFIX.starts_with(INFO_PREFIX));
+        for id in [
+            "clusterCA",
+            "constellationClusterCA",
+            "constellation-internal-clusterCA",
+        ] {
+            assert_ne!(m.data_key(id, 32).unwrap(), ca, "{id}");
+        }
+        assert!(m.data_key("app-volume", 32).is_ok());
     }
 
     #[test]

@@ -185,6 +185,7 @@ async fn run(args: Args, logs: constellation_node::logging::LogRing) -> anyhow::
         bootstrap_lock: Default::default(),
         phase: tokio::sync::watch::channel(Phase::Fresh).0,
         endpoints: constellation_node::services::endpoints::KnownEndpoints::new(args.port_join),
+        peers_key: Default::default(),
     });
     if let Some(cfg) = &args.attestation_config {
         ctx.apply_attestation_config(cfg)

@@ -4,7 +4,10 @@
 //! attests and the server validates it with the cluster's current validators (shared
 //! `Validators`, so management updates apply to the next handshake); as upstream, the join
 //! server does not attest itself, the joiner's secrets are protected by the server's
-//! validation of the joiner.
+//! validation of the joiner. A joiner cannot know its cluster's validators (measurements
+//! change with every image), so what comes back is checked by the join client instead: a
+//! rejoin ticket must open the disk and match its recorded cluster ID before PCR 15 is
+//! extended, and `GetPeers` answers carry an authenticator keyed by the member's disk key.
 
 use std::sync::Arc;
 

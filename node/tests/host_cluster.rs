@@ -584,10 +584,28 @@ async fn run() {
     assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
 
     // KeyService over aTLS with an attested client (its own swtpm), on both control planes.
+    // Data keys are for members: a client whose PCR 15 is still zero is refused.
     let client_tpm = Swtpm::start().unwrap();
-    let issuer: Arc<dyn constellation_attest::Issuer> = Arc::new(
+    let tpm = Arc::new(
         TpmIssuer::open(TpmIssuerConfig::new(client_tpm.tcti(), Variant::QemuVtpm)).unwrap(),
     );
+    let issuer: Arc<dyn constellation_attest::Issuer> = tpm.clone();
+    let c = AtlsClient::new(Some(issuer.clone()), ServerVerification::Unauthenticated).unwrap();
+    let ch = connect_channel(
+        &format!("http://{}", cp0.addr(constellation_node_api::ports::JOIN)),
+        c,
+    )
+    .await
+    .unwrap();
+    let e = KeyServiceClient::new(ch)
+        .get_data_key(GetDataKeyRequest {
+            data_key_id: "app-volume".into(),
+            length: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    tpm.pcr_event(15, &cid).unwrap();
     for cp in [&cp0, &cp1] {
         let c = AtlsClient::new(Some(issuer.clone()), ServerVerification::Unauthenticated).unwrap();
         let ch = connect_channel(

@@ -13,6 +13,7 @@ use constellation_attest::validator::{
     IssueError, Issuer, PlatformClaims, Validators, VerifiedClaims,
 };
 use constellation_attest::{AttestationDocument, Variant};
+use constellation_node::bootstrap::{BoxFut, Transport, fetch_peers, join_loop, rejoin_loop};
 use constellation_node::disk::{HostDirectoryDisk, StateDisk};
 use constellation_node::lock::{ClusterLock, LockError};
 use constellation_node::logging::LogRing;
@@ -72,14 +73,40 @@ const SALT: [u8; 32] = [0x17; 32];
 const MSALT: [u8; 32] = [0x33; 32];
 
 fn node(dir: &std::path::Path, role: Role, with_hash: bool) -> Arc<NodeContext> {
+    node_with(
+        dir,
+        role,
+        with_hash,
+        "cp-0",
+        vec![],
+        Arc::new(MemoryPcr15::default()),
+        Phase::Fresh,
+    )
+}
+
+fn node_with(
+    dir: &std::path::Path,
+    role: Role,
+    with_hash: bool,
+    name: &str,
+    join_endpoints: Vec<String>,
+    lock: Arc<MemoryPcr15>,
+    phase: Phase,
+) -> Arc<NodeContext> {
     let disk = Arc::new(HostDirectoryDisk::new(dir.join("disk")));
     disk.prepare().unwrap();
     let ctx = NodeContext {
         info: InstanceInfo {
             role,
-            name: "cp-0".into(),
-            private_ip: "127.0.0.1".parse().unwrap(),
-            join_endpoints: vec![],
+            name: name.into(),
+            private_ip: if role == Role::Worker {
+                "127.0.0.2"
+            } else {
+                "127.0.0.1"
+            }
+            .parse()
+            .unwrap(),
+            join_endpoints,
             init_secret_hash: with_hash.then(|| hash_init_secret(INIT_SECRET).unwrap()),
             image_version: None,
             network: Vec::new(),
@@ -88,7 +115,7 @@ fn node(dir: &std::path::Path, role: Role, with_hash: bool) -> Arc<NodeContext> 
         metrics: Metrics::new(),
         logs: LogRing::new(),
         issuer: Arc::new(NoIssuer),
-        lock: Arc::new(MemoryPcr15::default()),
+        lock,
         disk,
         net: Arc::new(NoopNetwork::new(WgKeyPair::generate())),
         validators: Validators::default(),
@@ -97,8 +124,9 @@ fn node(dir: &std::path::Path, role: Role, with_hash: bool) -> Arc<NodeContext> 
         cluster: Default::default(),
         state_dir: Default::default(),
         bootstrap_lock: Default::default(),
-        phase: tokio::sync::watch::channel(Phase::Fresh).0,
+        phase: tokio::sync::watch::channel(phase).0,
         endpoints: Default::default(),
+        peers_key: Default::default(),
     };
     Arc::new(ctx)
 }
@@ -124,16 +152,30 @@ fn hkdf(ikm: &[u8], salt: &[u8], info: &str) -> Vec<u8> {
     out
 }
 
-fn attested<T>(msg: T) -> Request<T> {
-    let mut r = Request::new(msg);
-    r.extensions_mut().insert(VerifiedClaims {
+/// Claims of an attested node whose PCR 15 holds `pcr15`.
+fn claims(pcr15: [u8; 32]) -> VerifiedClaims {
+    VerifiedClaims {
         variant: Variant::QemuVtpm,
         user_data: vec![],
-        measurements: BTreeMap::from([(4, vec![0xab; 32])]),
+        measurements: BTreeMap::from([(4, vec![0xab; 32]), (15, pcr15.to_vec())]),
         warnings: vec![],
         platform: PlatformClaims::HostTrustedAk,
         event_log_verified: false,
-    });
+    }
+}
+
+/// A request from an attested node that has not joined since it booted (PCR 15 zero).
+fn attested<T>(msg: T) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.extensions_mut().insert(claims([0; 32]));
+    r
+}
+
+/// A request from an attested member of the cluster `cluster_id` (PCR 15 extended with it).
+fn member<T>(msg: T, cluster_id: &[u8]) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.extensions_mut()
+        .insert(claims(constellation_attest::expected_pcr15(cluster_id)));
     r
 }
 
@@ -245,6 +287,7 @@ async fn init_join_key_management_flow() {
     );
     let mut cp = req.clone();
     cp.node_name = "cp-1".into();
+    cp.disk_uuid = "0123abcd-0000-4000-8000-00000000c0de".into();
     cp.is_control_plane = true;
     let t = join
         .issue_join_ticket(attested(cp))
@@ -272,10 +315,13 @@ async fn init_join_key_management_flow() {
     // KeyService.
     let key = KeyServer::new(ctx.clone());
     let k = key
-        .get_data_key(attested(GetDataKeyRequest {
-            data_key_id: "my-volume".into(),
-            length: 0,
-        }))
+        .get_data_key(member(
+            GetDataKeyRequest {
+                data_key_id: "my-volume".into(),
+                length: 0,
+            },
+            &cid,
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -289,10 +335,13 @@ async fn init_join_key_management_flow() {
         .unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated);
     let e = key
-        .get_data_key(attested(GetDataKeyRequest {
-            data_key_id: "a/b".into(),
-            length: 0,
-        }))
+        .get_data_key(member(
+            GetDataKeyRequest {
+                data_key_id: "a/b".into(),
+                length: 0,
+            },
+            &cid,
+        ))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
@@ -388,4 +437,345 @@ async fn init_refused_on_workers_without_hash_and_on_bad_input() {
     assert_eq!(e.code(), Code::InvalidArgument);
     assert_eq!(c.lock.read().unwrap(), [0u8; 32]);
     assert!(!c.disk.is_initialized().unwrap());
+}
+
+fn worker_join(name: &str, uuid: &str, ip: &str) -> IssueJoinTicketRequest {
+    IssueJoinTicketRequest {
+        node_name: name.into(),
+        disk_uuid: uuid.into(),
+        is_control_plane: false,
+        wireguard_public_key: vec![7; 32],
+        private_ip: ip.into(),
+        image_version: "test".into(),
+    }
+}
+
+/// Tickets are bound to the recorded member, the cluster's own keys are out of GetDataKey's
+/// reach, and removal revokes the node's disk, not only the name it asked under.
+#[tokio::test]
+async fn roles_membership_and_removal_are_enforced() {
+    let d = tempfile::tempdir().unwrap();
+    let ctx = node(d.path(), Role::ControlPlane, true);
+    let msgs = run_init(&ctx, INIT_SECRET).await.unwrap();
+    let Some(Kind::Success(ok)) = &msgs.last().unwrap().kind else {
+        panic!("{msgs:?}")
+    };
+    let cid = ok.cluster_id.clone();
+    let join = JoinServer::new(ctx.clone());
+    let w1_disk = "0123abcd-0000-4000-8000-000000000001";
+    join.issue_join_ticket(attested(worker_join("w-1", w1_disk, "127.0.0.2")))
+        .await
+        .unwrap();
+
+    // Rejoin: unknown names are refused; a worker cannot rejoin as a control plane.
+    let e = join
+        .issue_rejoin_ticket(attested(rejoin(
+            "x",
+            "0123abcd-0000-4000-8000-0000000000ff",
+        )))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    let mut as_cp = rejoin("w-1", w1_disk);
+    as_cp.is_control_plane = true;
+    for req in [attested(as_cp.clone()), member(as_cp, &cid)] {
+        let e = join.issue_rejoin_ticket(req).await.unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    }
+    // The recorded role decides: a worker's rejoin carries no control-plane material.
+    let r = join
+        .issue_rejoin_ticket(member(rejoin("w-1", w1_disk), &cid))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.control_plane.is_none());
+
+    // A running member cannot join again, as a control plane or under a new name.
+    let mut cp_req = worker_join("cp-9", "0123abcd-0000-4000-8000-000000000009", "127.0.0.9");
+    cp_req.is_control_plane = true;
+    let e = join
+        .issue_join_ticket(member(cp_req, &cid))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    // A join under an existing member's name does not overwrite that member.
+    let e = join
+        .issue_join_ticket(attested(worker_join(
+            "w-1",
+            "0123abcd-0000-4000-8000-0000000000aa",
+            "127.0.0.66",
+        )))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
+    {
+        let c = ctx.cluster.lock().unwrap();
+        assert_eq!(c.members["w-1"].disk_uuid, w1_disk);
+        assert_eq!(c.members["w-1"].private_ip, "127.0.0.2");
+    }
+    join.issue_rejoin_ticket(attested(rejoin("w-1", w1_disk)))
+        .await
+        .expect("the real w-1 still rejoins");
+
+    // GetDataKey: never the cluster CA's key nor a state-disk key; members only.
+    let key = KeyServer::new(ctx.clone());
+    let ca_pem = x509_parser::pem::parse_x509_pem(ok.cluster_ca_pem.as_bytes())
+        .unwrap()
+        .1;
+    let ca = ca_pem.parse_x509().unwrap();
+    let ca_public = ca.public_key().subject_public_key.data.to_vec();
+    for id in ["constellationClusterCA", "clusterCA"] {
+        if let Ok(k) = key
+            .get_data_key(member(
+                GetDataKeyRequest {
+                    data_key_id: id.into(),
+                    length: 0,
+                },
+                &cid,
+            ))
+            .await
+        {
+            use p256::elliptic_curve::sec1::ToEncodedPoint;
+            let k = k.into_inner().data_key;
+            if let Ok(sk) = p256::SecretKey::from_slice(&k) {
+                let public = sk.public_key().to_encoded_point(false);
+                assert_ne!(
+                    public.as_bytes(),
+                    &ca_public[..],
+                    "GetDataKey({id}) returned the cluster CA's private key"
+                );
+            }
+        }
+    }
+    for id in [w1_disk, "measurementSecret"] {
+        let e = key
+            .get_data_key(member(
+                GetDataKeyRequest {
+                    data_key_id: id.into(),
+                    length: 0,
+                },
+                &cid,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{id}: {e:?}");
+    }
+    let e = key
+        .get_data_key(attested(GetDataKeyRequest {
+            data_key_id: "my-volume".into(),
+            length: 0,
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.code(),
+        Code::PermissionDenied,
+        "non-members get no data keys"
+    );
+
+    // Removal revokes w-1's disk: neither a rejoin nor a fresh join under another name
+    // gets a ticket for it.
+    let m = ManagementServer::new(ctx.clone());
+    m.remove_node(Request::new(RemoveNodeRequest { name: "w-1".into() }))
+        .await
+        .unwrap();
+    for req in [
+        attested(rejoin("w-1b", w1_disk)),
+        member(rejoin("w-1b", w1_disk), &cid),
+    ] {
+        let e = join.issue_rejoin_ticket(req).await.unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    }
+    let e = join
+        .issue_join_ticket(attested(worker_join("w-1b", w1_disk, "127.0.0.2")))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+}
+
+/// A transport without channel security for in-process servers: the claims the aTLS layer
+/// would put into the requests are inserted by the test's interceptor instead.
+struct PlainTransport;
+
+impl Transport for PlainTransport {
+    fn serve_node_attested(
+        &self,
+        _: tonic::service::Routes,
+        _: tokio::net::TcpListener,
+    ) -> BoxFut<'static, Result<(), String>> {
+        Box::pin(async { Err("not used in this test".to_string()) })
+    }
+    fn serve_client_attested(
+        &self,
+        _: tonic::service::Routes,
+        _: tokio::net::TcpListener,
+        _: Validators,
+    ) -> BoxFut<'static, Result<(), String>> {
+        Box::pin(async { Err("not used in this test".to_string()) })
+    }
+    fn connect_attesting(
+        &self,
+        endpoint: String,
+    ) -> BoxFut<'static, Result<tonic::transport::Channel, String>> {
+        Box::pin(async move {
+            tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))
+                .map_err(|e| e.to_string())?
+                .connect()
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
+async fn spawn_server(routes: tonic::service::Routes) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_routes(routes)
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    addr
+}
+
+/// An impostor at a join endpoint: answers every rejoin with random secrets.
+#[derive(Default, Clone)]
+struct Impostor(Arc<std::sync::atomic::AtomicUsize>);
+
+#[tonic::async_trait]
+impl JoinService for Impostor {
+    async fn issue_join_ticket(
+        &self,
+        _: Request<IssueJoinTicketRequest>,
+    ) -> Result<tonic::Response<IssueJoinTicketResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("impostor"))
+    }
+    async fn issue_rejoin_ticket(
+        &self,
+        _: Request<IssueRejoinTicketRequest>,
+    ) -> Result<tonic::Response<IssueRejoinTicketResponse>, tonic::Status> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(tonic::Response::new(IssueRejoinTicketResponse {
+            state_disk_key: rand::random::<[u8; 32]>().to_vec(),
+            measurement_secret: rand::random::<[u8; 32]>().to_vec(),
+            measurement_salt: rand::random::<[u8; 32]>().to_vec(),
+            control_plane: None,
+            control_plane_endpoints: vec![],
+        }))
+    }
+    async fn get_peers(
+        &self,
+        _: Request<GetPeersRequest>,
+    ) -> Result<tonic::Response<GetPeersResponse>, tonic::Status> {
+        // Its own key for a control plane's mesh address, with a made-up authenticator.
+        Ok(tonic::Response::new(GetPeersResponse {
+            peers: vec![WireGuardPeer {
+                node_name: "cp-0".into(),
+                public_key: vec![0x66; 32],
+                endpoint: "127.0.0.66:51820".into(),
+                allowed_ips: vec!["10.99.0.1/32".into()],
+            }],
+            control_plane_endpoints: vec![],
+            authenticator: rand::random::<[u8; 32]>().to_vec(),
+        }))
+    }
+}
+
+/// A rejoin ticket from whoever answers is proven (its key opens the disk, its cluster ID is
+/// the one the disk recorded) before the node locks PCR 15: an impostor's ticket leaves the
+/// node unlocked, and the genuine ticket from the next endpoint succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejoin_ignores_an_impostor_ticket_and_stays_unlocked() {
+    use constellation_node_api::v1::join_service_server::JoinServiceServer;
+    let d = tempfile::tempdir().unwrap();
+    let cp = node(d.path(), Role::ControlPlane, true);
+    run_init(&cp, INIT_SECRET).await.unwrap();
+    let cid = cp.secrets().unwrap().cluster_id;
+
+    // The genuine control plane's JoinService; the interceptor adds the worker's claims with
+    // its current PCR 15, as the aTLS layer would.
+    let w_lock = Arc::new(MemoryPcr15::default());
+    let l = w_lock.clone();
+    let genuine = spawn_server(tonic::service::Routes::new(
+        JoinServiceServer::with_interceptor(
+            JoinServer::new(cp.clone()),
+            move |mut r: Request<()>| {
+                r.extensions_mut().insert(claims(l.read().unwrap()));
+                Ok(r)
+            },
+        ),
+    ))
+    .await;
+    let impostor = Impostor::default();
+    let fake = spawn_server(tonic::service::Routes::new(JoinServiceServer::new(
+        impostor.clone(),
+    )))
+    .await;
+    let transport: Arc<dyn Transport> = Arc::new(PlainTransport);
+
+    // w-1 joins through the genuine control plane.
+    let wd = tempfile::tempdir().unwrap();
+    let w = node_with(
+        wd.path(),
+        Role::Worker,
+        false,
+        "w-1",
+        vec![genuine.clone()],
+        w_lock.clone(),
+        Phase::Fresh,
+    );
+    tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        join_loop(
+            w.clone(),
+            transport.clone(),
+            std::time::Duration::from_secs(60),
+        ),
+    )
+    .await
+    .expect("w-1 joins");
+    assert_eq!(w.phase(), Phase::Bootstrapped);
+    drop(w);
+
+    // Power cycle: PCR 15 reset, the disk locked. The impostor's endpoint comes first.
+    *w_lock.0.lock().unwrap() = [0; 32];
+    let w = node_with(
+        wd.path(),
+        Role::Worker,
+        false,
+        "w-1",
+        vec![fake.clone(), genuine.clone()],
+        w_lock.clone(),
+        Phase::AwaitingRejoin,
+    );
+    let (fake2, genuine2, transport2) = (fake, genuine, transport.clone());
+    let done = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        rejoin_loop(w.clone(), transport, std::time::Duration::from_secs(60)),
+    )
+    .await;
+    assert!(
+        impostor.0.load(std::sync::atomic::Ordering::SeqCst) >= 1,
+        "the impostor was asked first"
+    );
+    assert!(
+        done.is_ok(),
+        "no rejoin within 60 s: the impostor's ticket locked the node (PCR 15 = {})",
+        hex::encode(w_lock.read().unwrap())
+    );
+    assert_eq!(w.phase(), Phase::Bootstrapped);
+    assert_eq!(
+        w_lock.read().unwrap(),
+        constellation_attest::expected_pcr15(&cid),
+        "locked once, to the genuine cluster"
+    );
+
+    // GetPeers answers count only when a control plane authenticated them for this request.
+    let (peers, _) = fetch_peers(&w, &transport2, &genuine2)
+        .await
+        .expect("the genuine answer is accepted");
+    assert_eq!(peers.len(), 1, "cp-0 is w-1's peer");
+    assert_ne!(peers[0].public_key.0, [0x66; 32]);
+    let e = fetch_peers(&w, &transport2, &fake2).await.unwrap_err();
+    assert!(e.contains("not authenticated"), "{e}");
 }

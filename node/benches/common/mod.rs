@@ -71,6 +71,7 @@ pub fn control_plane() -> Bench {
         bootstrap_lock: Default::default(),
         phase: tokio::sync::watch::channel(Phase::Bootstrapped).0,
         endpoints: Default::default(),
+        peers_key: Default::default(),
     };
     let cfg = serde_json::json!({"variant": "qemu-vtpm", "measurements": {
         "0": "00".repeat(32), "4": "00".repeat(32), "9": "00".repeat(32),

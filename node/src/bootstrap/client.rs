@@ -76,23 +76,109 @@ where
     }
 }
 
-fn peers_of(peers: &[constellation_node_api::v1::WireGuardPeer]) -> Vec<PeerConfig> {
-    peers
+/// The WireGuard peers of a ticket or GetPeers answer, validated: a peer is kept only with a
+/// usable key (32 bytes, not all zero), a socket-address endpoint and exactly one allowed
+/// IP, a /32 inside the mesh's /16 other than this node's own; a key or mesh address that
+/// appears twice drops every peer that carries it. Nothing else is routed into the tunnel,
+/// so an answer cannot capture traffic for addresses outside the mesh. Returns the peers
+/// and how many were dropped.
+pub fn peers_of(
+    peers: &[constellation_node_api::v1::WireGuardPeer],
+    own_address: &str,
+) -> (Vec<PeerConfig>, usize) {
+    let own: Option<IpCidr> = own_address.parse().ok();
+    let mesh = own.filter(|c| c.addr.is_ipv4() && c.prefix == 16);
+    let in_mesh = |c: &IpCidr| match (c.addr, mesh.map(|m| m.addr)) {
+        (std::net::IpAddr::V4(a), Some(std::net::IpAddr::V4(m))) => {
+            c.prefix == 32
+                && a.octets()[..2] == m.octets()[..2]
+                && own.map(|o| o.addr) != Some(c.addr)
+        }
+        _ => false,
+    };
+    let candidates: Vec<PeerConfig> = peers
         .iter()
         .filter_map(|p| {
             let key: [u8; 32] = p.public_key.as_slice().try_into().ok()?;
-            Some(PeerConfig {
+            if key == [0u8; 32] {
+                return None;
+            }
+            let endpoint: std::net::SocketAddr = p.endpoint.parse().ok()?;
+            let [ip] = p.allowed_ips.as_slice() else {
+                return None;
+            };
+            let ip: IpCidr = ip.parse().ok()?;
+            in_mesh(&ip).then_some(PeerConfig {
                 public_key: WgPublicKey(key),
-                endpoint: p.endpoint.parse().ok(),
-                allowed_ips: p
-                    .allowed_ips
-                    .iter()
-                    .filter_map(|a| a.parse::<IpCidr>().ok())
-                    .collect(),
+                endpoint: Some(endpoint),
+                allowed_ips: vec![ip],
                 persistent_keepalive: None,
             })
         })
-        .collect()
+        .collect();
+    let unique = |p: &PeerConfig| {
+        candidates
+            .iter()
+            .filter(|q| q.public_key.0 == p.public_key.0 || q.allowed_ips == p.allowed_ips)
+            .count()
+            == 1
+    };
+    let kept: Vec<PeerConfig> = candidates.iter().filter(|p| unique(p)).cloned().collect();
+    let dropped = peers.len() - kept.len();
+    (kept, dropped)
+}
+
+/// Asks the control plane at `ep` for this member's WireGuard peers and checks the answer:
+/// its authenticator must verify under this node's peers key (so only a control plane can
+/// have produced it, for this request), and the peers must be well-formed ([`peers_of`]).
+/// Returns the peers to apply and the control-plane endpoints the answer lists.
+pub async fn fetch_peers(
+    ctx: &Arc<NodeContext>,
+    transport: &Arc<dyn Transport>,
+    ep: &str,
+) -> Result<(Vec<PeerConfig>, Vec<String>), String> {
+    let key = ctx
+        .peers_key
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+        .ok_or("this node has no peers key (it has not joined)")?;
+    let own = crate::services::mesh_address(&ctx.info.private_ip.to_string());
+    let nonce: [u8; 32] = rand::random();
+    let mut c = client(transport, ep).await?;
+    let resp = c
+        .get_peers(constellation_node_api::v1::GetPeersRequest {
+            node_name: ctx.info.name.clone(),
+            nonce: nonce.to_vec(),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+        .map_err(|s| format!("GetPeers ({:?}): {}", s.code(), s.message()))?;
+    let answer = crate::services::join::peers_answer_bytes(
+        &ctx.info.name,
+        &resp.peers,
+        &resp.control_plane_endpoints,
+    );
+    let want = keys::peers_authenticator(&key, &nonce, &answer).map_err(|e| e.to_string())?;
+    if !bool::from(subtle::ConstantTimeEq::ct_eq(
+        want.expose(),
+        resp.authenticator.as_slice(),
+    )) {
+        return Err(
+            "the GetPeers answer is not authenticated by a control plane of this cluster; ignored"
+                .into(),
+        );
+    }
+    let (peers, dropped) = peers_of(&resp.peers, &own);
+    if dropped > 0 {
+        tracing::warn!(endpoint = %ep, dropped, "GetPeers answer carried invalid WireGuard peers; they were ignored");
+    }
+    // A worker always has the control planes as peers: an empty answer is not a reason to
+    // tear the mesh down.
+    if peers.is_empty() {
+        return Err("the GetPeers answer lists no valid WireGuard peer".into());
+    }
+    Ok((peers, resp.control_plane_endpoints))
 }
 
 /// Workers: every `every`, asks a control plane (aTLS, this node attests) for the current
@@ -115,20 +201,10 @@ pub async fn peer_refresh_loop(
         let mut last = String::from("no join endpoint in the metadata");
         let mut done = false;
         for ep in endpoints(&ctx) {
-            let r = async {
-                let mut c = client(&transport, &ep).await?;
-                c.get_peers(constellation_node_api::v1::GetPeersRequest {
-                    node_name: ctx.info.name.clone(),
-                })
-                .await
-                .map(tonic::Response::into_inner)
-                .map_err(|s| format!("GetPeers ({:?}): {}", s.code(), s.message()))
-            }
-            .await;
-            match r {
-                Ok(resp) => {
-                    ctx.learn_endpoints(&resp.control_plane_endpoints);
-                    if let Err(e) = apply_network(&ctx, peers_of(&resp.peers), &own) {
+            match fetch_peers(&ctx, &transport, &ep).await {
+                Ok((peers, endpoints)) => {
+                    ctx.learn_endpoints(&endpoints);
+                    if let Err(e) = apply_network(&ctx, peers, &own) {
                         tracing::warn!(error = %e, "applying the WireGuard peers failed");
                     }
                     done = true;
@@ -208,9 +284,18 @@ async fn try_join(
         joined_at: crate::state::now_rfc3339(),
     };
     let key = Secret::from_slice(&ticket.state_disk_key);
+    let peers_key = keys::peers_key(&key).map_err(|e| e.to_string())?;
     setup_disk(ctx, &key, true, &state).await?;
+    *ctx.peers_key.write().unwrap_or_else(|e| e.into_inner()) = Some(peers_key);
     ctx.learn_endpoints(&ticket.control_plane_endpoints);
-    apply_network(ctx, peers_of(&ticket.peers), &ticket.wireguard_address)?;
+    let (peers, dropped) = peers_of(&ticket.peers, &ticket.wireguard_address);
+    if dropped > 0 {
+        tracing::warn!(
+            dropped,
+            "the join ticket carried invalid WireGuard peers; they were ignored"
+        );
+    }
+    apply_network(ctx, peers, &ticket.wireguard_address)?;
     if let Some(cp) = &ticket.control_plane
         && !cp.attestation_config_json.is_empty()
     {
@@ -312,6 +397,28 @@ async fn kubeadm_join(ctx: &Arc<NodeContext>, k: &KubernetesJoin) {
     ctx.persist_cluster();
 }
 
+/// The node state on the unlocked disk, if it records `cluster_id` (the cluster this node
+/// joined); an error naming both IDs otherwise.
+fn check_recorded_cluster(
+    dir: &std::path::Path,
+    cluster_id: &[u8; 32],
+) -> Result<NodeState, String> {
+    let state: NodeState = crate::state::load(dir, NODE_STATE_FILE)
+        .map_err(|e| e.to_string())?
+        .ok_or("the unlocked state disk holds no node state")?;
+    if !state
+        .cluster_id
+        .eq_ignore_ascii_case(&hex::encode(cluster_id))
+    {
+        return Err(format!(
+            "the rejoin ticket is for cluster {} but this node's state disk records cluster {}; ticket discarded",
+            hex::encode(cluster_id),
+            state.cluster_id
+        ));
+    }
+    Ok(state)
+}
+
 /// Rebooted member: asks for a rejoin ticket until it gets one or recovery happens.
 pub async fn rejoin_loop(ctx: Arc<NodeContext>, transport: Arc<dyn Transport>, deadline: Duration) {
     retry(&ctx, deadline, "rejoin", |ep| {
@@ -350,6 +457,22 @@ async fn try_rejoin(
     let ms = Secret::from_slice(&ticket.measurement_secret);
     let cluster_id =
         keys::cluster_id(ms.expose(), &ticket.measurement_salt).map_err(|e| e.to_string())?;
+    // A control plane's master secret must be the one behind the ticket's measurement secret.
+    let master = match &ticket.control_plane {
+        Some(cp) => {
+            let m =
+                MasterSecret::new(&cp.master_secret, &cp.master_salt).map_err(|e| e.to_string())?;
+            let derived = m.measurement_secret().map_err(|e| e.to_string())?;
+            if derived != ms {
+                return Err("the rejoin ticket's master secret does not derive its measurement secret; ticket discarded".into());
+            }
+            Some(m)
+        }
+        None => None,
+    };
+    if ctx.info.role == Role::ControlPlane && master.is_none() {
+        return Err("control-plane rejoin ticket lacks the control-plane material".into());
+    }
     let lock = ctx.lock.clone();
     // Through is_unlocked/holds_cluster_id, so that every lock (PCR 15, TDX RTMR3) works.
     let (unlocked, ours) = blocking(move || {
@@ -358,11 +481,13 @@ async fn try_rejoin(
     .await
     .map_err(|e| e.message().to_string())?
     .map_err(|e| e.to_string())?;
-    if unlocked {
-        lock_node(ctx, &cluster_id).await?;
-    } else if !ours {
+    if !unlocked && !ours {
         return Err("the cluster-ID register (PCR 15 / RTMR3) records another cluster than the rejoin ticket's".into());
     }
+    // The ticket is proven before the node is locked to it: its disk key must open this
+    // node's disk and its cluster ID must be the one the disk recorded at join. Whoever
+    // answers at an endpoint is not authenticated, so an impostor's ticket (or another
+    // cluster's) fails here and leaves the register untouched for the genuine one.
     let key = Secret::from_slice(&ticket.state_disk_key);
     let disk = ctx.disk.clone();
     let dk = crate::disk::DiskKey::from_slice(key.expose());
@@ -372,9 +497,21 @@ async fn try_rejoin(
     })
     .await
     .map_err(|e| e.message().to_string())??;
-    let state: NodeState = crate::state::load(&dir, NODE_STATE_FILE)
-        .map_err(|e| e.to_string())?
-        .ok_or("the unlocked state disk holds no node state")?;
+    let state = match check_recorded_cluster(&dir, &cluster_id) {
+        Ok(s) => s,
+        Err(e) => {
+            let disk = ctx.disk.clone();
+            if let Ok(Err(c)) = blocking(move || disk.close()).await {
+                tracing::warn!(error = %c, "closing the state disk again failed");
+            }
+            return Err(e);
+        }
+    };
+    if unlocked {
+        lock_node(ctx, &cluster_id).await?;
+    }
+    *ctx.peers_key.write().unwrap_or_else(|e| e.into_inner()) =
+        Some(keys::peers_key(&key).map_err(|e| e.to_string())?);
     if let Ok(Some(cs)) = crate::state::load(&dir, crate::state::CLUSTER_STATE_FILE) {
         *ctx.cluster.lock().unwrap_or_else(|e| e.into_inner()) = cs;
     }
@@ -392,16 +529,12 @@ async fn try_rejoin(
         }
         ctx.refresh_mesh();
     }
-    let master = match &ticket.control_plane {
-        Some(cp) => {
-            if !cp.attestation_config_json.is_empty() {
-                ctx.apply_attestation_config(&cp.attestation_config_json)
-                    .map_err(|s| s.message().to_string())?;
-            }
-            Some(MasterSecret::new(&cp.master_secret, &cp.master_salt).map_err(|e| e.to_string())?)
-        }
-        None => None,
-    };
+    if let Some(cp) = &ticket.control_plane
+        && !cp.attestation_config_json.is_empty()
+    {
+        ctx.apply_attestation_config(&cp.attestation_config_json)
+            .map_err(|s| s.message().to_string())?;
+    }
     *ctx.secrets.write().unwrap_or_else(|e| e.into_inner()) = Some(ClusterSecrets {
         master,
         measurement_secret: ms,
@@ -414,4 +547,54 @@ async fn try_rejoin(
     ctx.phase.send_replace(Phase::Bootstrapped);
     tracing::info!(endpoint = %ep, "rejoined the cluster; state disk unlocked");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use constellation_node_api::v1::WireGuardPeer;
+
+    fn peer(key: u8, endpoint: &str, ips: &[&str]) -> WireGuardPeer {
+        WireGuardPeer {
+            node_name: "n".into(),
+            public_key: vec![key; 32],
+            endpoint: endpoint.into(),
+            allowed_ips: ips.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn peers_are_validated() {
+        let own = "10.99.0.100/16";
+        let good = peer(1, "10.42.0.10:51820", &["10.99.0.10/32"]);
+        let (kept, dropped) = peers_of(std::slice::from_ref(&good), own);
+        assert_eq!((kept.len(), dropped), (1, 0));
+        let mut short = peer(2, "10.42.0.11:51820", &["10.99.0.11/32"]);
+        short.public_key.truncate(31);
+        for bad in [
+            short,
+            peer(0, "10.42.0.11:51820", &["10.99.0.11/32"]), // all-zero key
+            peer(3, "nowhere", &["10.99.0.11/32"]),
+            peer(4, "10.42.0.11:51820", &["0.0.0.0/0"]), // would capture all traffic
+            peer(5, "10.42.0.11:51820", &["10.99.0.0/16"]),
+            peer(6, "10.42.0.11:51820", &["10.98.0.11/32"]), // outside the mesh
+            peer(7, "10.42.0.11:51820", &["10.99.0.100/32"]), // this node's own address
+            peer(8, "10.42.0.11:51820", &["10.99.0.11/32", "10.99.0.12/32"]),
+            peer(9, "10.42.0.11:51820", &[]),
+        ] {
+            let (kept, dropped) = peers_of(&[good.clone(), bad.clone()], own);
+            assert_eq!((kept.len(), dropped), (1, 1), "{bad:?}");
+        }
+        // A key or an address claimed twice: neither claimant is trusted.
+        let twin_ip = peer(10, "10.42.0.12:51820", &["10.99.0.10/32"]);
+        assert_eq!(peers_of(&[good.clone(), twin_ip], own).0.len(), 0);
+        let twin_key = peer(1, "10.42.0.12:51820", &["10.99.0.12/32"]);
+        assert_eq!(peers_of(&[good, twin_key], own).0.len(), 0);
+        // Without a usable own mesh address nothing is accepted.
+        assert!(
+            peers_of(&[peer(1, "10.42.0.10:51820", &["10.99.0.10/32"])], "")
+                .0
+                .is_empty()
+        );
+    }
 }

@@ -8,7 +8,7 @@
 mod client;
 mod servers;
 
-pub use client::{join_loop, rejoin_loop};
+pub use client::{fetch_peers, join_loop, peers_of, rejoin_loop};
 pub use servers::{BoxFut, READY_LOG, ServeError, Transport, serve_all, serve_management};
 
 use std::net::IpAddr;

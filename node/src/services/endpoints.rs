@@ -7,9 +7,11 @@
 //! rejoin tickets, workers' `GetPeers` polls, control planes' own member list) and remembers
 //! them on its state disk's header, which is readable before the disk is unlocked.
 //!
-//! The list is a hint, not a trust decision: whoever answers at an endpoint still has to pass
-//! the attested handshake, and a wrong disk key does not open the disk. It is only checked for
-//! shape (socket addresses, at most [`MAX_REMEMBERED`]).
+//! The list is a hint, not a trust decision: whoever answers at an endpoint is not
+//! authenticated by the handshake (only the joiner attests), so the answers are proven
+//! instead — a rejoin ticket must open the disk and match the cluster ID the disk recorded
+//! before the node locks itself to it, and a `GetPeers` answer must carry the member's
+//! authenticator. It is only checked for shape (socket addresses, at most [`MAX_REMEMBERED`]).
 
 use std::net::SocketAddr;
 use std::sync::Mutex;

@@ -1,4 +1,8 @@
-//! KeyService: data keys derived from the master secret, for attested clients only.
+//! KeyService: data keys derived from the master secret, for attested members only.
+//!
+//! A caller must attest with this cluster's ID in its cluster-ID register (a member), and
+//! may ask only for data-key ids: the cluster's own keys (measurement secret, state-disk
+//! keys, the cluster CA) are out of its reach (see [`crate::keys`]).
 
 use std::sync::Arc;
 
@@ -6,7 +10,7 @@ use constellation_node_api::v1::key_service_server::KeyService;
 use constellation_node_api::v1::{GetDataKeyRequest, GetDataKeyResponse};
 use tonic::{Request, Response, Status};
 
-use super::{NodeContext, peer_claims};
+use super::{ClusterRegister, NodeContext, peer_claims};
 use crate::keys::DEFAULT_KEY_LEN;
 
 /// The KeyService implementation.
@@ -46,11 +50,21 @@ impl KeyService for KeyServer {
         &self,
         request: Request<GetDataKeyRequest>,
     ) -> Result<Response<GetDataKeyResponse>, Status> {
-        if peer_claims(&request).is_none() {
+        let Some(claims) = peer_claims(&request) else {
             self.ctx.metrics.key("unauthenticated");
             return Err(Status::unauthenticated(
                 "GetDataKey requires an attested (aTLS) client",
             ));
+        };
+        let secrets = self.ctx.secrets()?;
+        let register = ClusterRegister::of(&claims, &secrets.cluster_id);
+        if register != ClusterRegister::ThisCluster {
+            self.ctx.metrics.key("not-a-member");
+            return Err(Status::permission_denied(format!(
+                "data keys are for members of this cluster: the client's cluster-ID register \
+                 (PCR 15 / RTMR3) {}",
+                register.describe()
+            )));
         }
         let req = request.into_inner();
         let resp = self.derive(&req)?;

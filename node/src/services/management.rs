@@ -102,11 +102,19 @@ impl ManagementService for ManagementServer {
         }
         {
             let mut c = self.ctx.cluster.lock().unwrap_or_else(|e| e.into_inner());
-            if c.members.remove(&name).is_none() && !c.removed.contains(&name) {
+            let gone = c.members.remove(&name);
+            if gone.is_none() && !c.removed.contains(&name) {
                 return Err(Status::not_found(format!("node {name:?} is not a member")));
             }
-            if !c.removed.contains(&name) {
-                c.removed.push(name.clone());
+            // The name and the member's state disk are both revoked: names are chosen by the
+            // node's metadata, the disk (its LUKS UUID, the id its disk key derives from) is
+            // what it rejoins with. The list's entries replicate as names do.
+            for revoked in std::iter::once(name.clone())
+                .chain(gone.map(|m| m.disk_uuid).filter(|u| !u.is_empty()))
+            {
+                if !c.removed.contains(&revoked) {
+                    c.removed.push(revoked);
+                }
             }
         }
         self.ctx.persist_cluster();

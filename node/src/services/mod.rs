@@ -85,6 +85,9 @@ pub struct NodeContext {
     pub phase: watch::Sender<Phase>,
     /// Control-plane endpoints learned from the cluster (see [`endpoints`]).
     pub endpoints: endpoints::KnownEndpoints,
+    /// Members that joined or rejoined: the key GetPeers answers are authenticated with
+    /// ([`crate::keys::peers_key`] of this node's disk key).
+    pub peers_key: RwLock<Option<crate::keys::Secret>>,
 }
 
 impl std::fmt::Debug for NodeContext {
@@ -232,6 +235,43 @@ pub fn peer_claims<T>(req: &tonic::Request<T>) -> Option<VerifiedClaims> {
     }
     // In-process callers (tests, benchmarks) insert the claims directly.
     req.extensions().get::<VerifiedClaims>().cloned()
+}
+
+/// What an attested peer's cluster-ID register (PCR 15; RTMR3 on qemu-tdx) shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterRegister {
+    /// Reset value (all zero): the node has not joined any cluster since it booted.
+    Reset,
+    /// Extended once with this cluster's ID: a member of this cluster.
+    ThisCluster,
+    /// Anything else: locked to another cluster, or extended otherwise.
+    Other,
+    /// The evidence does not carry the register.
+    Missing,
+}
+
+impl ClusterRegister {
+    /// Reads the register from verified claims and compares it with `cluster_id`.
+    pub fn of(claims: &VerifiedClaims, cluster_id: &[u8; 32]) -> Self {
+        let (index, member) =
+            constellation_attest::measurements::cluster_id_measurement(claims.variant, cluster_id);
+        match claims.measurements.get(&index) {
+            None => Self::Missing,
+            Some(v) if v.iter().all(|b| *b == 0) => Self::Reset,
+            Some(v) if *v == member => Self::ThisCluster,
+            Some(_) => Self::Other,
+        }
+    }
+
+    /// How a refusal describes the register.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Reset => "is at its reset value (the node has not joined since it booted)",
+            Self::ThisCluster => "holds this cluster's ID (the node is a member)",
+            Self::Other => "holds another value (the node is locked to another cluster)",
+            Self::Missing => "is missing from the evidence",
+        }
+    }
 }
 
 /// Short human-readable summary of claims (variant and the boot PCRs), for status output.
