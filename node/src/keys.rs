@@ -23,7 +23,7 @@ pub const MEASUREMENT_SECRET_ID: &str = "measurementSecret";
 /// Info context of the cluster ID derivation.
 pub const CLUSTER_ID_CONTEXT: &str = "clusterID";
 /// Prefix of the HKDF info of keys only this product derives, for itself (never `"key-"`).
-pub const INTERNAL_INFO_PREFIX: &str = "constellation-internal-";
+pub const INTERNAL_INFO_PREFIX: &str = constellation_node_api::key_info::INTERNAL_PREFIX;
 /// Internal key id of the cluster CA's private key (ours; upstream has no cluster CA).
 pub const CLUSTER_CA_ID: &str = "clusterCA";
 /// Default derived key length in bytes (upstream `DerivedKeyLengthDefault`).
@@ -315,6 +315,16 @@ pub fn peers_authenticator(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The owner (provider) derives the cluster CA from the shared info string; the control
+    /// planes from prefix and id. Both must name the same key.
+    #[test]
+    fn the_cluster_ca_info_is_the_shared_contract() {
+        assert_eq!(
+            format!("{INTERNAL_INFO_PREFIX}{CLUSTER_CA_ID}"),
+            constellation_node_api::key_info::CLUSTER_CA
+        );
+    }
 
     // RFC 5869 test case 1 pins the HKDF primitive itself.
     #[test]

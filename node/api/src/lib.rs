@@ -34,6 +34,19 @@ pub mod ports {
     pub const METRICS: u16 = 9101;
 }
 
+/// HKDF info strings of the keys the cluster derives from its master secret for itself. Both
+/// the control planes and the cluster owner (the provider, after an import) derive them, so
+/// they live here. None starts with upstream's data-key prefix `key-`, so no data-key id a
+/// caller chooses can reach them.
+pub mod key_info {
+    /// Prefix of every internal key's info.
+    pub const INTERNAL_PREFIX: &str = "constellation-internal-";
+    /// The cluster CA's P-256 scalar.
+    pub const CLUSTER_CA: &str = "constellation-internal-clusterCA";
+    /// The cluster owner's P-256 scalar (the management API's client key).
+    pub const CLUSTER_OWNER: &str = "constellation-internal-clusterOwner";
+}
+
 /// Limits every server and client of the node API applies.
 pub mod limits {
     /// Largest gRPC message accepted or sent, in bytes (attestation documents with

@@ -2,10 +2,11 @@
 //! manage the cluster without the credential Init returned (after `terraform import`).
 //!
 //! The cluster CA is derived exactly as every control plane derives it: the P-256 scalar
-//! `HKDF-SHA256(master, salt, "key-constellationClusterCA")` and fixed certificate fields
-//! (the management servers trust any client certificate that CA signed). The owner's key is
-//! `HKDF-SHA256(master, salt, "key-constellationClusterOwner")`, its own info string, so the
-//! same secret always gives the same credential.
+//! `HKDF-SHA256(master, salt, key_info::CLUSTER_CA)` and fixed certificate fields (the
+//! management servers trust any client certificate that CA signed). The owner's key is
+//! `HKDF-SHA256(master, salt, key_info::CLUSTER_OWNER)`, its own info string, so the same
+//! secret always gives the same credential. Both infos are internal (outside the data-key
+//! namespace), so no node can obtain these keys through `GetDataKey`.
 
 use hkdf::Hkdf;
 use p256::pkcs8::EncodePrivateKey as _;
@@ -18,10 +19,7 @@ use zeroize::Zeroizing;
 
 use crate::node_client::OwnerCredential;
 
-/// HKDF info of the cluster CA's key (as the nodes derive it: "key-" + the key's id).
-const CA_INFO: &str = "key-constellationClusterCA";
-/// HKDF info of the owner's key.
-const OWNER_INFO: &str = "key-constellationClusterOwner";
+use constellation_node_api::key_info::{CLUSTER_CA as CA_INFO, CLUSTER_OWNER as OWNER_INFO};
 /// Common name of the owner certificate, as Init issues it.
 const OWNER_COMMON_NAME: &str = "constellation-cluster-owner";
 
@@ -121,13 +119,13 @@ mod tests {
     }
 
     /// The CA key is the one the nodes derive: HKDF-SHA256 with info
-    /// "key-constellationClusterCA" (RFC 5869 test case 1 checks the primitive).
+    /// "constellation-internal-clusterCA" (RFC 5869 test case 1 checks the primitive).
     #[test]
     fn the_ca_key_is_hkdf_of_the_ca_info() {
         let (master, salt) = ([1u8; 32], [2u8; 32]);
         let mut scalar = [0u8; 32];
         Hkdf::<Sha256>::new(Some(&salt), &master)
-            .expand(b"key-constellationClusterCA", &mut scalar)
+            .expand(b"constellation-internal-clusterCA", &mut scalar)
             .unwrap();
         let sk = p256::SecretKey::from_slice(&scalar).unwrap();
         let want = sk.public_key().to_sec1_bytes();
