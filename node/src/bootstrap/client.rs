@@ -227,6 +227,7 @@ async fn try_join(
         cluster_id,
         cluster_name: ticket.cluster_name.clone(),
     });
+    ctx.persist_cluster();
     ctx.metrics.bootstrapped.set(1);
     ctx.phase.send_replace(Phase::Bootstrapped);
     tracing::info!(endpoint = %ep, cluster_id = %hex::encode(cluster_id), "joined the cluster");
@@ -375,7 +376,12 @@ async fn try_rejoin(
     let state: NodeState = crate::state::load(&dir, NODE_STATE_FILE)
         .map_err(|e| e.to_string())?
         .ok_or("the unlocked state disk holds no node state")?;
-    if let Ok(Some(cs)) = crate::state::load(&dir, crate::state::CLUSTER_STATE_FILE) {
+    let mac_key = ticket
+        .control_plane
+        .as_ref()
+        .and_then(|cp| MasterSecret::new(&cp.master_secret, &cp.master_salt).ok())
+        .and_then(|m| crate::state::StateMacKey::derive(&m).ok());
+    if let Some(cs) = crate::state::load_cluster_state_for_rejoin(&dir, mac_key.as_ref()) {
         *ctx.cluster.lock().unwrap_or_else(|e| e.into_inner()) = cs;
     }
     *ctx.state_dir.write().unwrap_or_else(|e| e.into_inner()) = Some(dir);
@@ -409,6 +415,7 @@ async fn try_rejoin(
         cluster_id,
         cluster_name: state.cluster_name,
     });
+    ctx.persist_cluster();
     ctx.metrics.disk_unlocked.set(1);
     ctx.metrics.bootstrapped.set(1);
     ctx.phase.send_replace(Phase::Bootstrapped);
