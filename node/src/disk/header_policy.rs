@@ -768,6 +768,59 @@ mod tests {
         );
     }
 
+    /// Random structural mutations of the genuine header (a cheap stand-in for the fuzz target
+    /// in the unit tests): never a panic, and only the unmodified header passes.
+    #[test]
+    fn random_mutations_never_panic() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0x1u64 << 40);
+        let replacements = [
+            Value::Null,
+            Value::Bool(true),
+            serde_json::json!(-1),
+            serde_json::json!(u64::MAX),
+            serde_json::json!(1.5),
+            serde_json::json!("18446744073709551616"),
+            serde_json::json!(""),
+            serde_json::json!([]),
+            serde_json::json!({}),
+            serde_json::json!(["0", "1", 7]),
+        ];
+        fn paths(v: &Value, at: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+            if let Some(o) = v.as_object() {
+                for (k, c) in o {
+                    at.push(k.clone());
+                    out.push(at.clone());
+                    paths(c, at, out);
+                    at.pop();
+                }
+            }
+        }
+        let mut all = Vec::new();
+        paths(&genuine(), &mut Vec::new(), &mut all);
+        for _ in 0..5000 {
+            let mut m = genuine();
+            let path = &all[rng.gen_range(0..all.len())];
+            let mut cur = &mut m;
+            for k in &path[..path.len() - 1] {
+                cur = &mut cur[k.as_str()];
+            }
+            let last = path[path.len() - 1].as_str();
+            if rng.gen_bool(0.2) {
+                cur.as_object_mut().unwrap().remove(last);
+            } else {
+                cur[last] = replacements[rng.gen_range(0..replacements.len())].clone();
+            }
+            let _ = check_header(&m);
+            let mut bytes = serde_json::to_vec(&m).unwrap();
+            if !bytes.is_empty() {
+                let i = rng.gen_range(0..bytes.len());
+                bytes[i] = rng.r#gen();
+            }
+            let _ = check_header_json(&bytes);
+        }
+    }
+
     #[test]
     fn garbage_is_refused_without_panic() {
         for input in [
