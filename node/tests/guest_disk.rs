@@ -130,6 +130,9 @@ fn altered_luks2_header_is_refused_before_unlock() {
         &disk,
         &["disk-tamper", "/dev/vda", &master, &salt, "/mnt/state"],
     );
+    for l in out.serial_log.lines().filter(|l| l.contains("GUEST-INFO")) {
+        eprintln!("{}", l.trim());
+    }
     let c = checks(&out);
     for want in [
         "tamper-setup ok",
