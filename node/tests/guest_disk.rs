@@ -113,6 +113,38 @@ fn luks2_state_disk_survives_reboot_and_refuses_wrong_key() {
     assert!(!first.serial_log.contains(&master) && !second.serial_log.contains(&master));
 }
 
+/// The host rewrites the LUKS2 header (both copies, checksums fixed): a keyslot whose area
+/// cipher is `cipher_null` and holds the volume key in plaintext (opens with any passphrase
+/// in libcryptsetup 2.6.1), and separately a data segment without integrity. The right and a
+/// wrong key must both be refused with a header-policy error naming the field, and no
+/// `/dev/mapper/state` may exist afterwards; the genuine header, restored, unlocks again.
+#[test]
+fn altered_luks2_header_is_refused_before_unlock() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("state.raw");
+    create_raw_disk(&disk, 64).unwrap();
+    let master = hex::encode(rand_bytes());
+    let salt = hex::encode(rand_bytes());
+    let out = run(
+        "g-disk-tamper",
+        &disk,
+        &["disk-tamper", "/dev/vda", &master, &salt, "/mnt/state"],
+    );
+    for l in out.serial_log.lines().filter(|l| l.contains("GUEST-INFO")) {
+        eprintln!("{}", l.trim());
+    }
+    let c = checks(&out);
+    for want in [
+        "tamper-setup ok",
+        "null-cipher-keyslot-refused ok",
+        "segment-without-integrity-refused ok",
+        "genuine-header-unlocks ok",
+    ] {
+        assert!(c.iter().any(|l| l == want), "missing {want:?} in {c:?}");
+    }
+    assert!(!out.serial_log.contains(&master));
+}
+
 fn rand_bytes() -> [u8; 32] {
     use rand::RngCore;
     let mut b = [0u8; 32];

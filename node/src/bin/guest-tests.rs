@@ -24,6 +24,7 @@ fn main() -> anyhow::Result<()> {
     match arg(0)? {
         "disk-init" => guest::disk_init(arg(1)?, arg(2)?, arg(3)?, arg(4)?),
         "disk-reboot" => guest::disk_reboot(arg(1)?, arg(2)?, arg(3)?, arg(4)?, arg(5)?),
+        "disk-tamper" => guest::disk_tamper(arg(1)?, arg(2)?, arg(3)?, arg(4)?),
         "wg" => guest::wg(&args[1..]),
         "bench-disk" => guest::bench_disk(arg(1)?, arg(2)?.parse()?),
         other => anyhow::bail!("unknown subcommand {other:?}"),
@@ -253,6 +254,221 @@ mod guest {
         let info = disk.header_info()?;
         ensure!(info.integrity.as_deref() == Some("hmac(sha256)"));
         disk.close()?;
+        Ok(())
+    }
+
+    /// Size of one LUKS2 metadata copy (binary header + JSON area) as the agent formats it.
+    const METADATA_COPY: usize = 16 * 1024;
+
+    /// Rewrites the LUKS2 JSON metadata of both header copies on `dev` with `edit`, fixing
+    /// each copy's SHA-256 checksum, as someone who controls the disk can. Returns the JSON.
+    fn rewrite_luks2_json(
+        dev: &str,
+        edit: impl FnOnce(&mut serde_json::Value),
+    ) -> anyhow::Result<serde_json::Value> {
+        use sha2::Digest as _;
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(dev)?;
+        let mut hdr = vec![0u8; 2 * METADATA_COPY];
+        f.read_exact(&mut hdr)?;
+        let hdr_size = usize::try_from(u64::from_be_bytes(hdr[8..16].try_into()?))?;
+        ensure!(hdr_size == METADATA_COPY, "header size {hdr_size}");
+        let json_area = &hdr[4096..hdr_size];
+        let end = json_area
+            .iter()
+            .position(|b| *b == 0)
+            .unwrap_or(json_area.len());
+        let mut meta: serde_json::Value = serde_json::from_slice(&json_area[..end])?;
+        edit(&mut meta);
+        let new = serde_json::to_vec(&meta)?;
+        ensure!(new.len() < hdr_size - 4096, "rewritten JSON too long");
+        for off in [0, hdr_size] {
+            let copy = &mut hdr[off..off + hdr_size];
+            copy[4096..].fill(0);
+            copy[4096..4096 + new.len()].copy_from_slice(&new);
+            // The checksum covers the whole copy with the checksum field zeroed.
+            copy[448..512].fill(0);
+            let sum = sha2::Sha256::digest(&*copy);
+            copy[448..480].copy_from_slice(&sum);
+        }
+        f.seek(SeekFrom::Start(0))?;
+        f.write_all(&hdr)?;
+        f.sync_all()?;
+        Ok(meta)
+    }
+
+    /// The LUKS anti-forensic split of `key` (sha256 diffusion) with all stripes but the last
+    /// zero: what a keyslot area holds in plaintext when its cipher is `cipher_null`.
+    fn af_split_zero(key: &[u8], stripes: usize) -> Vec<u8> {
+        use sha2::Digest as _;
+        let diffuse = |b: &[u8]| -> Vec<u8> {
+            b.chunks(32)
+                .enumerate()
+                .flat_map(|(i, c)| {
+                    let mut h = sha2::Sha256::new();
+                    h.update((i as u32).to_be_bytes());
+                    h.update(c);
+                    h.finalize()[..c.len()].to_vec()
+                })
+                .collect()
+        };
+        let mut buf = vec![0u8; key.len()];
+        for _ in 0..stripes - 1 {
+            buf = diffuse(&buf);
+        }
+        let mut out = vec![0u8; key.len() * (stripes - 1)];
+        out.extend(key.iter().zip(&buf).map(|(k, b)| k ^ b));
+        out
+    }
+
+    fn mapping_exists(name: &str) -> bool {
+        Path::new("/dev/mapper").join(name).exists()
+    }
+
+    /// Expects both keys to be refused with a header-policy error naming `field`, and no
+    /// mapping afterwards.
+    fn expect_policy_refusal(
+        disk: &LuksStateDisk,
+        keys: [(&str, &DiskKey); 2],
+        fields: &[&str],
+    ) -> anyhow::Result<()> {
+        for (which, key) in keys {
+            match disk.unlock(key) {
+                Err(e @ DiskError::HeaderPolicy { .. }) => {
+                    let msg = e.to_string();
+                    println!("GUEST-INFO {which} key: {msg}");
+                    ensure!(
+                        fields.iter().any(|f| msg.contains(f)),
+                        "{which} key: error names none of {fields:?}: {msg}"
+                    );
+                    ensure!(msg.contains("header was altered"), "{which} key: {msg}");
+                }
+                other => bail!("{which} key on an altered header: {other:?}"),
+            }
+            ensure!(
+                !mapping_exists("state"),
+                "/dev/mapper/state exists after the {which} key was refused"
+            );
+            ensure!(disk.mount().is_err(), "mounted after a refused unlock");
+        }
+        Ok(())
+    }
+
+    /// Formats and re-keys, then rewrites the header as the host could (a `cipher_null`
+    /// keyslot holding the volume key in plaintext; separately, a segment without integrity):
+    /// both the right and a wrong key must be refused by the header policy, with no mapping.
+    /// Restoring the genuine header must unlock again.
+    pub fn disk_tamper(dev: &str, master: &str, salt: &str, mount: &str) -> anyhow::Result<()> {
+        let disk = LuksStateDisk::new(dev, opts(mount));
+        ensure!(disk.prepare()? == BootState::Fresh, "blank disk not fresh");
+        let uuid = disk.uuid()?;
+        let key = derive(master, salt, &uuid)?;
+        let wrong = derive(&"ff".repeat(32), salt, &uuid)?;
+        disk.rekey(&key).context("rekey")?;
+        disk.close()?;
+        ensure!(!mapping_exists("state"), "mapping left after close");
+        check("tamper-setup");
+
+        let mut genuine = vec![0u8; 16 * 1024 * 1024];
+        std::fs::File::open(dev)?.read_exact(&mut genuine)?;
+        let restore = || -> anyhow::Result<()> {
+            let mut f = std::fs::OpenOptions::new().write(true).open(dev)?;
+            f.write_all(&genuine)?;
+            f.sync_all()?;
+            Ok(())
+        };
+
+        // The genuine volume key, as an attacker's own header would carry a key it knows.
+        let mut vk = Zeroizing::new(vec![0u8; 96]);
+        {
+            let mut cd = libcryptsetup_rs::CryptInit::init(Path::new(dev))?;
+            cd.context_handle().load::<()>(
+                Some(libcryptsetup_rs::consts::vals::EncryptionFormat::Luks2),
+                None,
+            )?;
+            let (_, n) = cd
+                .volume_key_handle()
+                .get(None, &mut vk, Some(key.expose()))?;
+            ensure!(n == 96, "volume key of {n} bytes");
+        }
+        let meta = rewrite_luks2_json(dev, |m| {
+            if let Some(slots) = m.get_mut("keyslots").and_then(|k| k.as_object_mut()) {
+                for slot in slots.values_mut() {
+                    slot["area"]["encryption"] = "cipher_null-ecb".into();
+                }
+            }
+        })?;
+        let (slot_id, area_offset) = meta["keyslots"]
+            .as_object()
+            .and_then(|s| s.iter().next())
+            .and_then(|(id, s)| {
+                Some((
+                    id.clone(),
+                    s["area"]["offset"].as_str()?.parse::<u64>().ok()?,
+                ))
+            })
+            .ok_or_else(|| anyhow!("no keyslot in {meta}"))?;
+        {
+            let mut f = std::fs::OpenOptions::new().write(true).open(dev)?;
+            f.seek(SeekFrom::Start(area_offset))?;
+            f.write_all(&af_split_zero(&vk, 4000))?;
+            f.sync_all()?;
+        }
+        // Without the policy, libcryptsetup itself would now accept any passphrase.
+        {
+            let mut cd = libcryptsetup_rs::CryptInit::init(Path::new(dev))?;
+            cd.context_handle().load::<()>(
+                Some(libcryptsetup_rs::consts::vals::EncryptionFormat::Luks2),
+                None,
+            )?;
+            let res = cd.activate_handle().activate_by_passphrase(
+                None,
+                None,
+                wrong.expose(),
+                libcryptsetup_rs::consts::flags::CryptActivate::empty(),
+            );
+            println!(
+                "GUEST-INFO libcryptsetup without the header policy, wrong key on the cipher_null \
+                 keyslot {slot_id}: {res:?}"
+            );
+        }
+        expect_policy_refusal(
+            &disk,
+            [("wrong", &wrong), ("right", &key)],
+            &[&format!("keyslots.{slot_id}.area.encryption")],
+        )?;
+        check("null-cipher-keyslot-refused");
+
+        restore()?;
+        rewrite_luks2_json(dev, |m| {
+            if let Some(seg) = m["segments"]["0"].as_object_mut() {
+                seg.remove("integrity");
+            }
+        })?;
+        expect_policy_refusal(
+            &disk,
+            [("wrong", &wrong), ("right", &key)],
+            // The policy names the field; should libcryptsetup already refuse to load the
+            // header, the refusal names the header as a whole.
+            &[
+                "segments.0.integrity",
+                "header: libcryptsetup does not load it",
+            ],
+        )?;
+        check("segment-without-integrity-refused");
+
+        restore()?;
+        disk.unlock(&key)
+            .context("unlock the restored genuine header")?;
+        ensure!(
+            mapping_exists("state"),
+            "no mapping after unlocking the genuine header"
+        );
+        disk.mount()?;
+        disk.close()?;
+        check("genuine-header-unlocks");
         Ok(())
     }
 

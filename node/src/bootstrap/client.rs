@@ -312,6 +312,7 @@ async fn try_join(
         cluster_id,
         cluster_name: ticket.cluster_name.clone(),
     });
+    ctx.persist_cluster();
     ctx.metrics.bootstrapped.set(1);
     ctx.phase.send_replace(Phase::Bootstrapped);
     tracing::info!(endpoint = %ep, cluster_id = %hex::encode(cluster_id), "joined the cluster");
@@ -512,7 +513,11 @@ async fn try_rejoin(
     }
     *ctx.peers_key.write().unwrap_or_else(|e| e.into_inner()) =
         Some(keys::peers_key(&key).map_err(|e| e.to_string())?);
-    if let Ok(Some(cs)) = crate::state::load(&dir, crate::state::CLUSTER_STATE_FILE) {
+    // Security configuration from the disk counts only when authenticated by the master secret.
+    let mac_key = master
+        .as_ref()
+        .and_then(|m| crate::state::StateMacKey::derive(m).ok());
+    if let Some(cs) = crate::state::load_cluster_state_for_rejoin(&dir, mac_key.as_ref()) {
         *ctx.cluster.lock().unwrap_or_else(|e| e.into_inner()) = cs;
     }
     *ctx.state_dir.write().unwrap_or_else(|e| e.into_inner()) = Some(dir);
@@ -542,6 +547,7 @@ async fn try_rejoin(
         cluster_id,
         cluster_name: state.cluster_name,
     });
+    ctx.persist_cluster();
     ctx.metrics.disk_unlocked.set(1);
     ctx.metrics.bootstrapped.set(1);
     ctx.phase.send_replace(Phase::Bootstrapped);

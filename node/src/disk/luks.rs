@@ -9,7 +9,9 @@
 //! (e2fsprogs' `mke2fs`) for the file system. Without udev (the node image has none), the
 //! process should run with `DM_DISABLE_UDEV=1` so libdevmapper creates `/dev/mapper` nodes itself.
 
+use std::fs::File;
 use std::io::{ErrorKind, Read as _};
+use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -21,16 +23,12 @@ use libcryptsetup_rs::{
     CryptDevice, CryptInit, CryptParamsLuks2, CryptPbkdfType, Either, LibcryptErr, TokenInput,
 };
 
-use super::{BootState, DiskError, DiskKey, StateDisk};
+use super::header_policy::{self, DATA_OFFSET, METADATA_SIZE};
+use super::{BootState, DiskError, DiskKey, ENDPOINTS_TOKEN_TYPE, StateDisk, TOKEN_TYPE};
 
-/// The LUKS2 token type that records initialisation (JSON: `{"type": …, "keyslots": [],
-/// "diskIsInitialized": bool}`), named like upstream Constellation's.
-pub const TOKEN_TYPE: &str = "constellation-state-disk";
+/// Field of the initialisation token.
 const TOKEN_FIELD: &str = "diskIsInitialized";
-/// The LUKS2 token type holding the control-plane endpoints to rejoin through (JSON:
-/// `{"type": …, "keyslots": [], "endpoints": ["ip:port", …]}`). Plain data in the header,
-/// readable before unlock; see [`crate::services::endpoints`] for why that is safe.
-pub const ENDPOINTS_TOKEN_TYPE: &str = "constellation-join-endpoints";
+/// Field of the endpoints token.
 const ENDPOINTS_FIELD: &str = "endpoints";
 /// LUKS2 allows at most 32 tokens.
 const MAX_TOKENS: u32 = 32;
@@ -129,6 +127,83 @@ pub struct LuksHeaderInfo {
     pub initialized: bool,
 }
 
+/// A private copy of the LUKS2 header area (metadata and keyslots: everything before the data
+/// segment), read from the device once. It lives in an anonymous memory file that only this
+/// process can reach, and libcryptsetup works on it as a detached header
+/// (`/proc/self/fd/N`), so the header that is checked is the header that is used: the disk
+/// can change meanwhile without effect.
+struct HeaderCopy {
+    file: File,
+    path: PathBuf,
+}
+
+impl HeaderCopy {
+    fn read(device: &Path) -> Result<Self, DiskError> {
+        let io = |source| DiskError::Io {
+            path: device.to_path_buf(),
+            source,
+        };
+        let memfd = nix::sys::memfd::memfd_create(
+            "luks2-header-copy",
+            nix::sys::memfd::MFdFlags::MFD_CLOEXEC,
+        )
+        .map_err(|e| io(std::io::Error::from(e)))?;
+        let file = File::from(memfd);
+        let mut src = File::open(device).map_err(io)?;
+        let mut buf = vec![0u8; 1024 * 1024];
+        let mut off = 0u64;
+        while off < DATA_OFFSET {
+            let n = src.read(&mut buf).map_err(io)?;
+            if n == 0 {
+                return Err(io(std::io::Error::new(
+                    ErrorKind::UnexpectedEof,
+                    format!("the device ends at {off} bytes, inside the LUKS2 header area"),
+                )));
+            }
+            let n = n.min(usize::try_from(DATA_OFFSET - off).unwrap_or(usize::MAX));
+            file.write_all_at(&buf[..n], off).map_err(io)?;
+            off += n as u64;
+        }
+        use std::os::fd::AsRawFd as _;
+        let path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+        Ok(Self { file, path })
+    }
+
+    /// Writes the copy back over the device's header area: the keyslots area first, then the
+    /// two metadata copies, each synced. A crash before the metadata lands leaves the old
+    /// metadata in force.
+    fn write_back(&self, device: &Path) -> Result<(), DiskError> {
+        let io = |source| DiskError::Io {
+            path: device.to_path_buf(),
+            source,
+        };
+        let dst = std::fs::OpenOptions::new()
+            .write(true)
+            .open(device)
+            .map_err(io)?;
+        let mut buf = vec![0u8; 1024 * 1024];
+        let mut copy = |from: u64, to: u64| -> Result<(), DiskError> {
+            let mut off = from;
+            while off < to {
+                let n = usize::try_from((to - off).min(buf.len() as u64)).unwrap_or(buf.len());
+                self.file.read_exact_at(&mut buf[..n], off).map_err(io)?;
+                dst.write_all_at(&buf[..n], off).map_err(io)?;
+                off += n as u64;
+            }
+            dst.sync_all().map_err(io)
+        };
+        copy(2 * METADATA_SIZE, DATA_OFFSET)?;
+        copy(0, 2 * METADATA_SIZE)
+    }
+}
+
+/// A libcryptsetup context on a [`HeaderCopy`] whose header passed the policy. `cd` is
+/// declared first so that it is dropped before the copy's file is closed.
+struct Validated {
+    cd: CryptDevice,
+    copy: HeaderCopy,
+}
+
 impl LuksStateDisk {
     /// A state disk on `device` (e.g. `/dev/vdb`). Nothing is touched until
     /// [`StateDisk::prepare`].
@@ -183,6 +258,42 @@ impl LuksStateDisk {
             operation,
             reason: "the device has no LUKS2 header; call prepare() first".into(),
         })
+    }
+
+    /// Reads the header area once into a private copy, loads it with libcryptsetup (the
+    /// device as data device) and checks what libcryptsetup loaded against the header policy.
+    /// Every later step of the operation uses this context, never the device's header.
+    fn load_validated(&self, operation: &'static str) -> Result<Validated, DiskError> {
+        let copy = HeaderCopy::read(&self.device)?;
+        let altered = |field: &str, problem: String| DiskError::HeaderPolicy {
+            device: self.dev_name(),
+            violations: header_policy::HeaderPolicyError {
+                violations: vec![header_policy::Violation {
+                    field: field.into(),
+                    problem,
+                }],
+            },
+        };
+        let mut cd = CryptInit::init_with_data_device(Either::Right((&copy.path, &self.device)))
+            .map_err(self.err("init on the header copy"))?;
+        // The copy is in memory: a failure to load it is about its content, not about I/O.
+        cd.context_handle()
+            .load::<()>(Some(EncryptionFormat::Luks2), None)
+            .map_err(|e| {
+                altered(
+                    "header",
+                    format!("libcryptsetup does not load it as LUKS2 ({operation}: {e})"),
+                )
+            })?;
+        let meta = cd
+            .status_handle()
+            .dump_json()
+            .map_err(|e| altered("header", format!("its metadata cannot be read: {e}")))?;
+        header_policy::check_header(&meta).map_err(|violations| DiskError::HeaderPolicy {
+            device: self.dev_name(),
+            violations,
+        })?;
+        Ok(Validated { cd, copy })
     }
 
     /// Finds the first token of type `ty`: `(token id, its JSON)`.
@@ -296,23 +407,48 @@ impl LuksStateDisk {
             .map_err(self.err("deactivate"))
     }
 
+    /// The fixed argon2id cost of every key slot (no benchmark), refused when outside the
+    /// header policy's bounds: a disk formatted with it could never be unlocked.
+    fn pbkdf(&self) -> Result<CryptPbkdfType, DiskError> {
+        let o = &self.opts;
+        let within = header_policy::ARGON2_MEMORY_KIB.contains(&u64::from(o.pbkdf_memory_kib))
+            && header_policy::ARGON2_TIME.contains(&u64::from(o.pbkdf_iterations))
+            && header_policy::ARGON2_CPUS.contains(&u64::from(o.pbkdf_parallel));
+        if !within {
+            return Err(DiskError::InvalidState {
+                device: self.dev_name(),
+                operation: "format",
+                reason: format!(
+                    "argon2id memory {} KiB, {} passes, {} lanes is outside the header policy \
+                     ({:?} KiB, {:?} passes, {:?} lanes)",
+                    o.pbkdf_memory_kib,
+                    o.pbkdf_iterations,
+                    o.pbkdf_parallel,
+                    header_policy::ARGON2_MEMORY_KIB,
+                    header_policy::ARGON2_TIME,
+                    header_policy::ARGON2_CPUS
+                ),
+            });
+        }
+        Ok(CryptPbkdfType {
+            type_: CryptKdf::Argon2Id,
+            hash: Some("sha256".into()),
+            time_ms: 0,
+            iterations: o.pbkdf_iterations,
+            max_memory_kb: o.pbkdf_memory_kib,
+            parallel_threads: o.pbkdf_parallel,
+            flags: CryptPbkdf::NO_BENCHMARK,
+        })
+    }
+
     /// Formats the device and opens it with a new random passphrase; returns the passphrase.
     fn format_and_open(&self) -> Result<DiskKey, DiskError> {
         self.unmount_if_mounted()?;
         self.deactivate()?;
         let passphrase = DiskKey::random(BOOT_PASSPHRASE_BYTES);
         let mut cd = CryptInit::init(&self.device).map_err(self.err("init"))?;
-        let pbkdf = CryptPbkdfType {
-            type_: CryptKdf::Argon2Id,
-            hash: Some("sha256".into()),
-            time_ms: 0,
-            iterations: self.opts.pbkdf_iterations,
-            max_memory_kb: self.opts.pbkdf_memory_kib,
-            parallel_threads: self.opts.pbkdf_parallel,
-            flags: CryptPbkdf::NO_BENCHMARK,
-        };
         let params = CryptParamsLuks2 {
-            pbkdf: Some(pbkdf),
+            pbkdf: Some(self.pbkdf()?),
             integrity: self.opts.integrity.then(|| "hmac(sha256)".to_string()),
             integrity_params: None,
             data_alignment: 0,
@@ -562,7 +698,10 @@ impl StateDisk for LuksStateDisk {
                     .into(),
             });
         };
-        let mut cd = self.load_required("rekey")?;
+        // All changes go to a validated private copy of the header, which is then written
+        // back whole: whatever the disk held meanwhile, the header written is one the policy
+        // accepts, and its keyslot opened with this boot's secret passphrase.
+        let Validated { mut cd, copy } = self.load_validated("rekey")?;
         // Find the boot key's slot by testing the passphrase without activating anything.
         let res = cd.activate_handle().activate_by_passphrase(
             None,
@@ -571,21 +710,30 @@ impl StateDisk for LuksStateDisk {
             CryptActivate::empty(),
         );
         let boot_slot = res.map_err(|e| self.map_key_err(&mut cd, "verify boot key", e))?;
+        // A fresh context would benchmark its own argon2id cost; the derived slot gets the
+        // same fixed cost as the boot slot.
+        cd.settings_handle()
+            .set_pbkdf_type(&self.pbkdf()?)
+            .map_err(self.err("set key slot cost"))?;
         cd.keyslot_handle()
             .add_by_passphrase(None, boot.expose(), derived_key.expose())
             .map_err(self.err("add derived key slot"))?;
-        // Mark initialised before destroying the boot slot: if we stop in between, the disk
-        // opens with the derived key and the boot slot is merely dead weight.
-        self.write_token(&mut cd, true)?;
+        // The header policy allows one keyslot, so the boot slot goes before the disk counts
+        // as initialised. A crash before the copy is written back leaves the disk
+        // uninitialised: the next boot formats it again, as for any interrupted first boot.
         cd.keyslot_handle()
             .destroy(boot_slot)
             .map_err(self.err("destroy boot key slot"))?;
+        self.write_token(&mut cd, true)?;
+        drop(cd);
+        copy.write_back(&self.device)?;
         inner.boot_passphrase = None;
         Ok(())
     }
 
     fn unlock(&self, derived_key: &DiskKey) -> Result<(), DiskError> {
-        let mut cd = self.load_required("unlock")?;
+        // Checked before any key is tried, and activated from the very copy that was checked.
+        let Validated { mut cd, copy } = self.load_validated("unlock")?;
         if !self.read_token(&mut cd)?.is_some_and(|(_, i)| i) {
             return Err(DiskError::InvalidState {
                 device: self.dev_name(),
@@ -606,6 +754,8 @@ impl StateDisk for LuksStateDisk {
             return Ok(());
         }
         self.activate(&mut cd, derived_key, self.activation_flags())?;
+        drop(cd);
+        drop(copy);
         Ok(())
     }
 

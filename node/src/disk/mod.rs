@@ -19,6 +19,7 @@
 //! (a plain directory for host-tier protocol tests only — no encryption at all).
 
 mod background;
+pub mod header_policy;
 mod host;
 #[cfg(target_os = "linux")]
 mod luks;
@@ -31,7 +32,15 @@ use zeroize::Zeroizing;
 pub use background::BackgroundPrepare;
 pub use host::HostDirectoryDisk;
 #[cfg(target_os = "linux")]
-pub use luks::{LuksHeaderInfo, LuksOptions, LuksStateDisk, TOKEN_TYPE};
+pub use luks::{LuksHeaderInfo, LuksOptions, LuksStateDisk};
+
+/// The LUKS2 token type that records initialisation (JSON: `{"type": …, "keyslots": [],
+/// "diskIsInitialized": bool}`), named like upstream Constellation's.
+pub const TOKEN_TYPE: &str = "constellation-state-disk";
+/// The LUKS2 token type holding the control-plane endpoints to rejoin through (JSON:
+/// `{"type": …, "keyslots": [], "endpoints": ["ip:port", …]}`). Plain data in the header,
+/// readable before unlock; see [`crate::services::endpoints`] for why that is safe.
+pub const ENDPOINTS_TOKEN_TYPE: &str = "constellation-join-endpoints";
 
 /// A disk encryption key (the derived key, or a boot-time random passphrase).
 ///
@@ -135,6 +144,20 @@ pub enum DiskError {
         target: PathBuf,
         /// The system error.
         message: String,
+    },
+    /// The LUKS2 header breaks the header policy ([`header_policy`]): someone who controls the
+    /// disk rewrote its unauthenticated metadata. Refused before any key is tried.
+    #[error(
+        "state disk {device}: the LUKS2 header was altered: it breaks this node's header policy \
+         ({violations}); refusing to unlock it with any key. LUKS2 metadata is not authenticated, \
+         so whoever controls the disk changed it: do not use this disk; recover the node from \
+         the cluster with a new state disk"
+    )]
+    HeaderPolicy {
+        /// The block device.
+        device: String,
+        /// Every field that broke the policy.
+        violations: header_policy::HeaderPolicyError,
     },
     /// A LUKS2 token of ours (initialisation, remembered endpoints) is malformed.
     #[error("state disk {device}: malformed LUKS2 token: {message}")]

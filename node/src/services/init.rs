@@ -352,6 +352,7 @@ async fn run_init(
         &super::mesh_address(&ctx.info.private_ip.to_string()),
     )?;
     *ctx.secrets.write().unwrap_or_else(|e| e.into_inner()) = Some(secrets);
+    ctx.persist_cluster();
     ctx.metrics.bootstrapped.set(1);
     ctx.phase.send_replace(Phase::Bootstrapped);
     progress(

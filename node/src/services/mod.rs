@@ -196,12 +196,26 @@ impl NodeContext {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         if let Some(dir) = dir {
+            // Control planes authenticate the file with a key derived from the master secret,
+            // so recovery can tell it from one written by whoever controls the disk; until the
+            // node holds the secret there is nothing to write that recovery would accept.
+            let key = self
+                .secrets
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .and_then(|s| s.master.as_ref())
+                .and_then(|m| crate::state::StateMacKey::derive(m).ok());
+            if key.is_none() && self.info.role == crate::metadata::Role::ControlPlane {
+                tracing::debug!("cluster state not persisted yet: no master secret held");
+                return;
+            }
             let snapshot = self
                 .cluster
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .clone();
-            if let Err(e) = crate::state::save(&dir, crate::state::CLUSTER_STATE_FILE, &snapshot) {
+            if let Err(e) = crate::state::save_cluster_state(&dir, &snapshot, key.as_ref()) {
                 tracing::warn!(error = %e, "persisting the cluster state failed");
             }
         }

@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 use super::{NodeContext, Phase, blocking};
 use crate::disk::DiskKey;
 use crate::keys::{self, MasterSecret};
-use crate::state::{ClusterSecrets, NODE_STATE_FILE, NodeState};
+use crate::state::{ClusterSecrets, NODE_STATE_FILE, NodeState, StateMacKey};
 
 /// The RecoveryService implementation.
 #[derive(Debug, Clone)]
@@ -56,6 +56,9 @@ impl RecoveryService for RecoveryServer {
                     crate::disk::DiskError::WrongKey { .. } => Status::permission_denied(
                         "the master secret does not unlock this node's state disk",
                     ),
+                    e @ crate::disk::DiskError::HeaderPolicy { .. } => {
+                        Status::failed_precondition(e.to_string())
+                    }
                     other => Status::internal(other.to_string()),
                 })?;
             disk.mount().map_err(|e| Status::internal(e.to_string()))
@@ -64,6 +67,17 @@ impl RecoveryService for RecoveryServer {
         let state: NodeState = crate::state::load(&dir, NODE_STATE_FILE)
             .map_err(|e| Status::internal(e.to_string()))?
             .ok_or_else(|| Status::internal("the unlocked state disk holds no node state"))?;
+        // The security configuration (attestation config, members, removals) is adopted only
+        // when a control plane of this cluster wrote it: the file's MAC is keyed by the master
+        // secret. Checked before the node is locked to the cluster or serves anything.
+        let mac_key = StateMacKey::derive(&master).map_err(|e| Status::internal(e.to_string()))?;
+        let stored =
+            crate::state::load_cluster_state(&dir, Some(&mac_key)).map_err(|e| match e {
+                e @ crate::state::StateError::Unauthenticated { .. } => {
+                    Status::failed_precondition(format!("recovery refused: {e}"))
+                }
+                other => Status::internal(format!("recovery refused: {other}")),
+            })?;
         let salt = hex::decode(&state.measurement_salt)
             .map_err(|_| Status::internal("stored measurement salt is not hex"))?;
         let ms = master
@@ -92,7 +106,7 @@ impl RecoveryService for RecoveryServer {
                  (PCR 15 / RTMR3) records",
             ));
         }
-        if let Ok(Some(c)) = crate::state::load(&dir, crate::state::CLUSTER_STATE_FILE) {
+        if let Some(c) = stored {
             *ctx.cluster.lock().unwrap_or_else(|e| e.into_inner()) = c;
         }
         // The reboot cleared the kernel's WireGuard peers.
