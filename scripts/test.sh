@@ -60,6 +60,9 @@ step tests-tofu tests_tofu
 step attest-no-tpm cargo test --locked --no-fail-fast -p constellation-attest --no-default-features
 step attest-no-tss bash -c '! cargo tree --locked -p constellation-attest --no-default-features -e normal,build | grep -q tss-esapi'
 step provider-no-tpm-libs bash -c '! cargo tree --locked -p terraform-provider-constellation -e normal,build | grep -qE "tss-esapi|libcryptsetup"'
+# The provider verifies only: attest's node-side issuers (configfs-tsm, IMDS clients, TPM) are
+# features it must not enable.
+step provider-no-issuer bash -c '! cargo tree --locked -p terraform-provider-constellation -e normal,build,features | grep -qE "constellation-attest feature \"(issuer|tpm)\""'
 step attest-swtpm cargo test --locked --no-fail-fast -p constellation-attest --features tpm,test-support
 step attest-swtpm-clippy cargo clippy --locked -p constellation-attest --features tpm,test-support --all-targets -- -D warnings
 # attest-verify CLI: its integration tests run the built binary (feature `cli`).

@@ -2,8 +2,10 @@
 //! attested TLS.
 //!
 //! Default features build only pure-Rust code (plus aws-lc-rs, which rustls uses anyway), so the
-//! Terraform provider can validate nodes on a laptop. The `tpm` feature adds the node-side TPM
-//! issuer (tss-esapi, libtss2); `test-support` adds a swtpm process helper for tests.
+//! Terraform provider can validate nodes on a laptop. Node-side issuers sit behind features, so
+//! the provider does not compile them: `issuer` adds configfs-tsm, the instance metadata
+//! clients and the hardware-report sources; `tpm` (implies `issuer`) adds the TPM issuer
+//! (tss-esapi, libtss2); `test-support` adds a swtpm process helper for tests.
 
 pub mod atls;
 pub mod aws;
@@ -11,8 +13,10 @@ pub mod azure;
 pub mod certs;
 pub mod config;
 pub mod document;
+pub mod eventlog;
 mod evidence_json;
 pub mod gcp;
+#[cfg(feature = "issuer")]
 pub mod imds;
 pub mod measurements;
 pub mod policy;
@@ -23,6 +27,7 @@ pub mod tdx;
 #[cfg(feature = "test-support")]
 pub mod testing;
 pub mod tpm;
+#[cfg(feature = "issuer")]
 pub mod tsm;
 pub mod validator;
 pub mod variant;

@@ -47,6 +47,14 @@ impl Measurement {
         Self::new(expected.into(), true)
     }
 
+    /// A SHA-256 PCR value (always the right length, so infallible).
+    pub fn pcr(expected: [u8; PCR_LEN], warn_only: bool) -> Self {
+        Self {
+            expected: expected.to_vec(),
+            warn_only,
+        }
+    }
+
     fn new(expected: Vec<u8>, warn_only: bool) -> Result<Self, MeasurementError> {
         if expected.len() != PCR_LEN && expected.len() != TDX_REGISTER_LEN {
             return Err(MeasurementError::BadLength(expected.len()));

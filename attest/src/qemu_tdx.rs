@@ -10,16 +10,12 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-
 use crate::document::{AttestationDocument, Evidence, TdxEvidence, tdx_report_data};
+use crate::eventlog::EventLogError;
 use crate::measurements::{Measurements, Mismatch};
 use crate::policy::TdxPolicy;
-use crate::tdx::ccel::CcelError;
 use crate::tdx::{self, IntelRoot, TdxError, TdxVerifier, Times, VerifiedTdx};
-use crate::validator::{
-    IssueError, Issuer, PlatformClaims, ValidationError, Validator, VerifiedClaims,
-};
+use crate::validator::{PlatformClaims, ValidationError, Validator, VerifiedClaims};
 use crate::variant::Variant;
 
 /// Measurement index of MRTD.
@@ -36,7 +32,7 @@ pub enum QemuTdxError {
     Quote(Vec<TdxError>),
     /// The CC event log cannot be parsed.
     #[error("CC event log: {0}")]
-    EventLog(#[from] CcelError),
+    EventLog(#[from] EventLogError),
 }
 
 fn platform(e: QemuTdxError) -> ValidationError {
@@ -286,87 +282,101 @@ impl CollateralSource for crate::certs::fetch::Pcs {
     }
 }
 
-/// The qemu-tdx issuer: a quote from configfs-tsm with REPORT_DATA binding user data and nonce,
-/// plus the CC event log and collateral when configured.
-pub struct QemuTdxIssuer {
-    /// The configfs-tsm report interface.
-    pub tsm: crate::tsm::ConfigFsTsm,
-    /// The CC event log (e.g. `/sys/firmware/acpi/tables/data/CCEL`), if the guest exposes it.
-    pub event_log: Option<std::path::PathBuf>,
-    /// Collateral to attach; a failure to fetch it is logged and the quote sent without it.
-    pub collateral: Option<Box<dyn CollateralSource>>,
-}
+#[cfg(feature = "issuer")]
+pub use issuer::QemuTdxIssuer;
 
-impl std::fmt::Debug for QemuTdxIssuer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("QemuTdxIssuer")
-            .field("tsm", &self.tsm)
-            .field("event_log", &self.event_log)
-            .finish_non_exhaustive()
-    }
-}
+/// Node side: the issuer (configfs-tsm), compiled only with the `issuer` feature.
+#[cfg(feature = "issuer")]
+mod issuer {
+    use serde::Serialize;
 
-/// What the issuer attaches, for logs.
-#[derive(Debug, Serialize)]
-struct IssuedTdx<'a> {
-    quote_len: usize,
-    event_log: bool,
-    collateral: bool,
-    provider: &'a str,
-}
+    use super::{CollateralSource, quote_fmspc};
+    use crate::document::{AttestationDocument, Evidence, TdxEvidence, tdx_report_data};
+    use crate::validator::{IssueError, Issuer};
+    use crate::variant::Variant;
 
-impl Issuer for QemuTdxIssuer {
-    fn variant(&self) -> Variant {
-        Variant::QemuTdx
+    /// The qemu-tdx issuer: a quote from configfs-tsm with REPORT_DATA binding user data and nonce,
+    /// plus the CC event log and collateral when configured.
+    pub struct QemuTdxIssuer {
+        /// The configfs-tsm report interface.
+        pub tsm: crate::tsm::ConfigFsTsm,
+        /// The CC event log (e.g. `/sys/firmware/acpi/tables/data/CCEL`), if the guest exposes it.
+        pub event_log: Option<std::path::PathBuf>,
+        /// Collateral to attach; a failure to fetch it is logged and the quote sent without it.
+        pub collateral: Option<Box<dyn CollateralSource>>,
     }
 
-    fn issue(&self, user_data: &[u8], nonce: &[u8]) -> Result<AttestationDocument, IssueError> {
-        let report_data = tdx_report_data(user_data, nonce);
-        let out = self.tsm.report(&report_data, None)?;
-        if out.provider != "tdx_guest" {
-            return Err(IssueError::Platform {
-                variant: Variant::QemuTdx,
-                source: format!(
-                    "configfs-tsm provider is {:?}, not tdx_guest: this is not a TDX guest",
-                    out.provider
-                )
-                .into(),
-            });
+    impl std::fmt::Debug for QemuTdxIssuer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("QemuTdxIssuer")
+                .field("tsm", &self.tsm)
+                .field("event_log", &self.event_log)
+                .finish_non_exhaustive()
         }
-        let event_log = match &self.event_log {
-            Some(p) => Some(serde_bytes::ByteBuf::from(std::fs::read(p).map_err(
-                |source| IssueError::Io {
-                    what: p.display().to_string(),
-                    source,
-                },
-            )?)),
-            None => None,
-        };
-        let collateral = self.collateral.as_ref().and_then(|src| {
-            let fmspc = quote_fmspc(&out.outblob)?;
-            match src.collateral(&fmspc) {
-                Ok(c) => Some(crate::document::TdxCollateral::from_files(&c)),
-                Err(e) => {
-                    tracing::warn!(error = %e, "TDX collateral unavailable; sending the quote without it");
-                    None
-                }
+    }
+
+    /// What the issuer attaches, for logs.
+    #[derive(Debug, Serialize)]
+    struct IssuedTdx<'a> {
+        quote_len: usize,
+        event_log: bool,
+        collateral: bool,
+        provider: &'a str,
+    }
+
+    impl Issuer for QemuTdxIssuer {
+        fn variant(&self) -> Variant {
+            Variant::QemuTdx
+        }
+
+        fn issue(&self, user_data: &[u8], nonce: &[u8]) -> Result<AttestationDocument, IssueError> {
+            let report_data = tdx_report_data(user_data, nonce);
+            let out = self.tsm.report(&report_data, None)?;
+            if out.provider != "tdx_guest" {
+                return Err(IssueError::Platform {
+                    variant: Variant::QemuTdx,
+                    source: format!(
+                        "configfs-tsm provider is {:?}, not tdx_guest: this is not a TDX guest",
+                        out.provider
+                    )
+                    .into(),
+                });
             }
-        });
-        tracing::debug!(issued = ?IssuedTdx {
-            quote_len: out.outblob.len(),
-            event_log: event_log.is_some(),
-            collateral: collateral.is_some(),
-            provider: &out.provider,
-        });
-        Ok(AttestationDocument::new(
-            Variant::QemuTdx,
-            user_data.to_vec(),
-            Evidence::Tdx(TdxEvidence {
-                quote: out.outblob,
-                event_log,
-                collateral,
-            }),
-        ))
+            let event_log = match &self.event_log {
+                Some(p) => Some(serde_bytes::ByteBuf::from(std::fs::read(p).map_err(
+                    |source| IssueError::Io {
+                        what: p.display().to_string(),
+                        source,
+                    },
+                )?)),
+                None => None,
+            };
+            let collateral = self.collateral.as_ref().and_then(|src| {
+                let fmspc = quote_fmspc(&out.outblob)?;
+                match src.collateral(&fmspc) {
+                    Ok(c) => Some(crate::document::TdxCollateral::from_files(&c)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "TDX collateral unavailable; sending the quote without it");
+                        None
+                    }
+                }
+            });
+            tracing::debug!(issued = ?IssuedTdx {
+                quote_len: out.outblob.len(),
+                event_log: event_log.is_some(),
+                collateral: collateral.is_some(),
+                provider: &out.provider,
+            });
+            Ok(AttestationDocument::new(
+                Variant::QemuTdx,
+                user_data.to_vec(),
+                Evidence::Tdx(TdxEvidence {
+                    quote: out.outblob,
+                    event_log,
+                    collateral,
+                }),
+            ))
+        }
     }
 }
 

@@ -6,9 +6,9 @@ use std::sync::{Arc, RwLock};
 use serde::Serialize;
 
 use crate::document::{AttestationDocument, DocumentError};
+use crate::eventlog::EventLogError;
 use crate::measurements::Mismatch;
 use crate::tpm::TpmError;
-use crate::tpm::eventlog::EventLogError;
 use crate::variant::Variant;
 
 /// Produces attestation documents (node side).

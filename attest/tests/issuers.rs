@@ -2,6 +2,7 @@
 //! (synthetic) device responses, the cloud metadata services and AMD KDS / Azure THIM served by
 //! a local HTTP server in their real wire formats. Documents the issuers produce are then
 //! checked by the validators built from an attestation config.
+#![cfg(feature = "issuer")]
 #![allow(clippy::unwrap_used)]
 
 mod common;

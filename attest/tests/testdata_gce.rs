@@ -5,7 +5,7 @@
 mod common;
 use common::td;
 use constellation_attest::certs::Cert;
-use constellation_attest::tpm::eventlog::EventLog;
+use constellation_attest::eventlog::EventLog;
 use constellation_attest::tpm::{TpmAttest, TpmKey, TpmPublic, TpmSignature, pcr_digest_sha256};
 use rsa::signature::Verifier;
 use std::collections::BTreeMap;
@@ -115,7 +115,7 @@ fn check(rel: &str, nonce: &[u8]) {
     }
     // SHA-256 event-log replay matches PCRs 0-9, 11-16 and 23.
     let log = EventLog::parse(&get(3)).unwrap();
-    let replay = log.replay_sha256();
+    let replay = log.replay_sha256().unwrap();
     let sha256 = quotes.iter().find(|q| q.hash == 11).unwrap();
     for i in (0..=9).chain(11..=16).chain([23]) {
         let got = replay.get(&i).map(|v| v.to_vec()).unwrap_or(vec![0u8; 32]);

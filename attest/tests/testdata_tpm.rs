@@ -6,7 +6,7 @@ mod common;
 use base64::Engine;
 use common::td;
 use constellation_attest::certs::Cert;
-use constellation_attest::tpm::eventlog::EventLog;
+use constellation_attest::eventlog::EventLog;
 use constellation_attest::tpm::{TpmAttest, TpmSignature, pcr_digest_sha256};
 use rsa::pkcs8::DecodePublicKey;
 use rsa::signature::Verifier;
@@ -121,7 +121,7 @@ fn vtpm_event_logs_parse() {
         let Some(b) = td(f) else { return };
         let log = EventLog::parse(&b).unwrap();
         assert!(!log.events.is_empty(), "{f}");
-        assert!(log.events.iter().all(|e| e.sha256.is_some()), "{f}");
+        assert!(log.events.iter().all(|e| e.sha256().is_some()), "{f}");
     }
 }
 

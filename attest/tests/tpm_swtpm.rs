@@ -6,9 +6,9 @@
 use std::sync::Arc;
 
 use constellation_attest::document::{AttestationDocument, Evidence};
+use constellation_attest::eventlog::EventLogBuilder;
 use constellation_attest::measurements::{Measurement, Measurements, expected_pcr15};
 use constellation_attest::testing::Swtpm;
-use constellation_attest::tpm::eventlog::EventLogBuilder;
 use constellation_attest::tpm::issuer::{AkAlgorithm, TpmIssuer, TpmIssuerConfig};
 use constellation_attest::validator::{Issuer, ValidationError, Validator, validate_document};
 use constellation_attest::{Variant, qemu_vtpm};

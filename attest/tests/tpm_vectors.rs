@@ -7,8 +7,8 @@
 use std::sync::Arc;
 
 use constellation_attest::document::{AttestationDocument, Evidence, TpmEvidence};
+use constellation_attest::eventlog::EventLogBuilder;
 use constellation_attest::measurements::{Measurement, Measurements, expected_pcr15};
-use constellation_attest::tpm::eventlog::EventLogBuilder;
 use constellation_attest::validator::{ValidationError, Validator, validate_document};
 use constellation_attest::{PlatformClaims, Variant, qemu_vtpm};
 use sha2::{Digest, Sha256};

@@ -51,6 +51,9 @@ pub enum BuildError {
     /// PE assembly.
     #[error("assembling the UKI from the systemd stub: {0}")]
     Pe(#[from] PeError),
+    /// The measurement prediction.
+    #[error(transparent)]
+    Measure(#[from] measure::MeasureError),
     /// The disk.
     #[error(transparent)]
     Disk(#[from] disk::DiskError),
@@ -475,7 +478,7 @@ pub fn build(cfg: &BuildConfig) -> Result<BuildOutput, BuildError> {
     };
     let uki_path = write("constellation.efi", &uki)?;
     let disk_path = write("disk.raw", &disk_bytes)?;
-    let mj = serde_json::to_vec_pretty(&measurements.to_json())
+    let mj = serde_json::to_vec_pretty(&measurements)
         .map_err(|e| BuildError::Host(format!("serialising measurements: {e}")))?;
     let measurements_json = write("measurements.json", &mj)?;
     let mf = serde_json::to_vec_pretty(&manifest)

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use constellation_attest::eventlog::EventLog;
 use constellation_image::{build, debian, measure, nodevm};
 
 /// Node image tool.
@@ -165,29 +166,26 @@ fn main() -> anyhow::Result<()> {
                 o.manifest.disk_sha256
             );
             println!("{}", o.manifest.kubernetes_note);
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&o.measurements.to_json())?
-            );
+            println!("{}", serde_json::to_string_pretty(&o.measurements)?);
         }
         Cmd::Predict { uki } => {
             let bytes =
                 std::fs::read(&uki).with_context(|| format!("reading {}", uki.display()))?;
             let m = measure::predict(&bytes)?;
-            println!("{}", serde_json::to_string_pretty(&m.to_json())?);
+            println!("{}", serde_json::to_string_pretty(&m)?);
         }
         Cmd::Replay { log } => {
             let bytes =
                 std::fs::read(&log).with_context(|| format!("reading {}", log.display()))?;
-            let pcrs = measure::replay(&measure::parse_event_log(&bytes)?);
-            for (i, p) in pcrs.iter().enumerate() {
+            // PCRs the log does not extend are absent, not zero: the log says nothing of them.
+            for (i, p) in EventLog::parse(&bytes)?.replay_sha256()? {
                 println!("{i:2} {}", hex::encode(p));
             }
         }
         Cmd::Events { log } => {
             let bytes =
                 std::fs::read(&log).with_context(|| format!("reading {}", log.display()))?;
-            for e in measure::parse_event_log(&bytes)? {
+            for e in EventLog::parse(&bytes)?.events {
                 let printable: String = e
                     .data
                     .iter()
@@ -204,7 +202,7 @@ fn main() -> anyhow::Result<()> {
                     "pcr {:2} type {:#010x} sha256 {} data[{}] {printable}",
                     e.pcr,
                     e.event_type,
-                    e.sha256.map(hex::encode).unwrap_or_default(),
+                    e.sha256().map(hex::encode).unwrap_or_default(),
                     e.data.len()
                 );
             }

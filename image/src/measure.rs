@@ -1,4 +1,9 @@
-//! Measurement precalculation for the node image, and TCG event log replay.
+//! Measurement precalculation for the node image.
+//!
+//! The prediction is an event log: the events firmware and stubs will log for this image,
+//! written with [`EventLogBuilder`] and replayed by the validators' own parser
+//! ([`constellation_attest::eventlog`]), so predicted values and the validators' replay of a
+//! node's real log cannot drift apart. Event data is descriptive only (registers take digests).
 //!
 //! Boot path: OVMF → `\EFI\BOOT\BOOTX64.EFI` (our UKI, systemd-stub 252) → Linux 6.1 EFI stub
 //! (entered through the EFI handover protocol) → `/init`. Predicted registers (all SHA-256 bank):
@@ -23,6 +28,11 @@
 
 use std::collections::BTreeMap;
 
+use constellation_attest::eventlog::{
+    EV_EFI_ACTION, EV_EFI_BOOT_SERVICES_APPLICATION, EV_EFI_GPT_EVENT, EV_EVENT_TAG, EV_IPL,
+    EV_SEPARATOR, EventLog, EventLogBuilder, EventLogError,
+};
+pub use constellation_attest::measurements::{Measurement, Measurements};
 use sha2::{Digest, Sha256};
 
 use crate::pe::{self, PeError};
@@ -35,75 +45,46 @@ pub const STUB_252_SECTIONS: &[&str] = &[
     ".linux", ".osrel", ".cmdline", ".initrd", ".splash", ".dtb", ".pcrpkey",
 ];
 
-/// One expected PCR value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Expected {
-    /// The value.
-    pub value: [u8; 32],
-    /// Whether a mismatch only warns.
-    pub warn_only: bool,
-}
-
-/// Expected PCR values by index.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Measurements(pub BTreeMap<u32, Expected>);
-
-impl Measurements {
-    /// The attestation config format: `{"<idx>": {"expected": "<hex>", "warnOnly": bool}}`.
-    pub fn to_json(&self) -> serde_json::Value {
-        let mut m = serde_json::Map::new();
-        for (i, e) in &self.0 {
-            m.insert(
-                i.to_string(),
-                serde_json::json!({"expected": hex::encode(e.value), "warnOnly": e.warn_only}),
-            );
-        }
-        serde_json::Value::Object(m)
-    }
-}
-
-/// A PCR extend.
-pub fn extend(pcr: &mut [u8; 32], digest: &[u8]) {
-    let mut h = Sha256::new();
-    h.update(*pcr);
-    h.update(digest);
-    *pcr = h.finalize().into();
+/// Why measurements cannot be predicted.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MeasureError {
+    /// The UKI (or its kernel) is not a usable PE image.
+    #[error(transparent)]
+    Pe(#[from] PeError),
+    /// The predicted event log does not replay (a defect of the prediction, not of the input).
+    #[error("predicted event log does not replay: {0}")]
+    EventLog(#[from] EventLogError),
 }
 
 fn sha256(b: &[u8]) -> [u8; 32] {
     Sha256::digest(b).into()
 }
 
-/// PCR 4 for booting `uki` as the first boot option.
-pub fn pcr4(uki: &[u8]) -> Result<[u8; 32], PeError> {
-    let mut p = [0u8; 32];
-    extend(&mut p, &sha256(CALLING_EFI_APPLICATION.as_bytes()));
-    extend(&mut p, &sha256(&[0u8; 4]));
-    extend(&mut p, &pe::authenticode_sha256(uki)?);
+/// Appends PCR 4's events for booting `uki` as the first boot option.
+pub fn pcr4_events(uki: &[u8], log: &mut EventLogBuilder) -> Result<(), PeError> {
+    log.measure(4, EV_EFI_ACTION, CALLING_EFI_APPLICATION.as_bytes());
+    log.measure(4, EV_SEPARATOR, &[0u8; 4]);
+    log.event(
+        4,
+        EV_EFI_BOOT_SERVICES_APPLICATION,
+        pe::authenticode_sha256(uki)?,
+        b"UKI",
+    );
     if let Some(linux) = pe::section_data(uki, ".linux")? {
-        extend(&mut p, &pe::authenticode_sha256(&linux)?);
+        log.event(
+            4,
+            EV_EFI_BOOT_SERVICES_APPLICATION,
+            pe::authenticode_sha256(&linux)?,
+            b".linux",
+        );
     }
-    Ok(p)
+    Ok(())
 }
 
-/// PCR 11 as systemd-stub 252 computes it.
-pub fn pcr11(uki: &[u8]) -> Result<[u8; 32], PeError> {
-    let mut p = [0u8; 32];
-    for name in STUB_252_SECTIONS {
-        if let Some(data) = pe::section_data(uki, name)? {
-            let mut n = name.as_bytes().to_vec();
-            n.push(0);
-            extend(&mut p, &sha256(&n));
-            extend(&mut p, &sha256(&data));
-        }
-    }
-    Ok(p)
-}
-
-/// PCR 9: the kernel EFI stub's measurements of its load options (the command line the
-/// systemd stub passes, UTF-16LE with the terminating NUL) and of the initrd.
-pub fn pcr9(uki: &[u8]) -> Result<[u8; 32], PeError> {
-    let mut p = [0u8; 32];
+/// Appends PCR 9's events: the kernel EFI stub's measurements of its load options (the command
+/// line the systemd stub passes, UTF-16LE with the terminating NUL) and of the initrd.
+pub fn pcr9_events(uki: &[u8], log: &mut EventLogBuilder) -> Result<(), PeError> {
     if let Some(cmdline) = pe::section_data(uki, ".cmdline")? {
         let text = String::from_utf8_lossy(&cmdline);
         let utf16: Vec<u8> = text
@@ -111,19 +92,33 @@ pub fn pcr9(uki: &[u8]) -> Result<[u8; 32], PeError> {
             .chain(std::iter::once(0))
             .flat_map(u16::to_le_bytes)
             .collect();
-        extend(&mut p, &sha256(&utf16));
+        log.measure(9, EV_EVENT_TAG, &utf16);
     }
     if let Some(initrd) = pe::section_data(uki, ".initrd")? {
-        extend(&mut p, &sha256(&initrd));
+        log.event(9, EV_EVENT_TAG, sha256(&initrd), b"Linux initrd");
     }
-    Ok(p)
+    Ok(())
 }
 
-/// PCR 5 as OVMF computes it for booting from `disk` (a GPT disk as built by
-/// [`crate::disk::build_disk`]): separator, `EV_EFI_GPT_EVENT` (the 92-byte primary GPT header,
-/// the number of used partitions as a u64 and those entries), then the two ExitBootServices
-/// actions. `None` if the disk has no readable GPT.
-pub fn pcr5(disk: &[u8]) -> Option<[u8; 32]> {
+/// Appends PCR 11's events as systemd-stub 252 logs them: per present section, its name
+/// with NUL, then its contents.
+pub fn pcr11_events(uki: &[u8], log: &mut EventLogBuilder) -> Result<(), PeError> {
+    for name in STUB_252_SECTIONS {
+        if let Some(data) = pe::section_data(uki, name)? {
+            let mut n = name.as_bytes().to_vec();
+            n.push(0);
+            log.measure(11, EV_IPL, &n);
+            log.event(11, EV_IPL, sha256(&data), name.as_bytes());
+        }
+    }
+    Ok(())
+}
+
+/// Appends PCR 5's events as OVMF logs them for booting from `disk` (a GPT disk as built by
+/// [`crate::disk::build_disk`]): separator, `EV_EFI_GPT_EVENT` (the 92-byte primary GPT
+/// header, the number of used partitions as a u64 and those entries), then the two
+/// ExitBootServices actions. `None` (nothing appended) if the disk has no readable GPT.
+pub fn pcr5_events(disk: &[u8], log: &mut EventLogBuilder) -> Option<()> {
     let header = disk.get(512..512 + 92)?;
     if header.get(..8)? != b"EFI PART" {
         return None;
@@ -149,12 +144,68 @@ pub fn pcr5(disk: &[u8]) -> Option<[u8; 32]> {
     for e in used {
         data.extend_from_slice(e);
     }
-    let mut p = [0u8; 32];
-    extend(&mut p, &sha256(&[0u8; 4]));
-    extend(&mut p, &sha256(&data));
-    extend(&mut p, &sha256(b"Exit Boot Services Invocation"));
-    extend(&mut p, &sha256(b"Exit Boot Services Returned with Success"));
-    Some(p)
+    log.measure(5, EV_SEPARATOR, &[0u8; 4]);
+    log.measure(5, EV_EFI_GPT_EVENT, &data);
+    log.measure(5, EV_EFI_ACTION, b"Exit Boot Services Invocation");
+    log.measure(
+        5,
+        EV_EFI_ACTION,
+        b"Exit Boot Services Returned with Success",
+    );
+    Some(())
+}
+
+/// The predicted event log of the image-dependent PCRs (4, 5 when `disk` has a GPT, 9, 11):
+/// what the firmware and stubs log when booting `uki` from `disk`.
+pub fn predicted_event_log(uki: &[u8], disk: Option<&[u8]>) -> Result<Vec<u8>, PeError> {
+    let mut log = EventLogBuilder::new();
+    pcr4_events(uki, &mut log)?;
+    if let Some(d) = disk {
+        pcr5_events(d, &mut log);
+    }
+    pcr9_events(uki, &mut log)?;
+    pcr11_events(uki, &mut log)?;
+    Ok(log.build())
+}
+
+/// Replays `log` with the validators' parser: SHA-256 values of the PCRs it extends.
+fn replay(log: &EventLogBuilder) -> Result<BTreeMap<u32, [u8; 32]>, EventLogError> {
+    EventLog::parse(&log.build())?.replay_sha256()
+}
+
+/// One PCR of a log with events for that PCR only (zero when it has none).
+fn replay_one(
+    pcr: u32,
+    add: impl FnOnce(&mut EventLogBuilder) -> Result<(), PeError>,
+) -> Result<[u8; 32], MeasureError> {
+    let mut log = EventLogBuilder::new();
+    add(&mut log)?;
+    Ok(replay(&log)?.get(&pcr).copied().unwrap_or([0u8; 32]))
+}
+
+/// PCR 4 for booting `uki` as the first boot option.
+pub fn pcr4(uki: &[u8]) -> Result<[u8; 32], MeasureError> {
+    replay_one(4, |l| pcr4_events(uki, l))
+}
+
+/// PCR 9: the kernel EFI stub's measurements (see [`pcr9_events`]).
+pub fn pcr9(uki: &[u8]) -> Result<[u8; 32], MeasureError> {
+    replay_one(9, |l| pcr9_events(uki, l))
+}
+
+/// PCR 11 as systemd-stub 252 computes it.
+pub fn pcr11(uki: &[u8]) -> Result<[u8; 32], MeasureError> {
+    replay_one(11, |l| pcr11_events(uki, l))
+}
+
+/// PCR 5 as OVMF computes it for booting from `disk` (see [`pcr5_events`]); `None` if the
+/// disk has no readable GPT.
+pub fn pcr5(disk: &[u8]) -> Result<Option<[u8; 32]>, MeasureError> {
+    let mut log = EventLogBuilder::new();
+    if pcr5_events(disk, &mut log).is_none() {
+        return Ok(None);
+    }
+    Ok(replay(&log)?.get(&5).copied())
 }
 
 /// Reference values of the firmware-owned PCRs (0–3, 6, 7) from a boot of the local QEMU
@@ -165,7 +216,7 @@ pub const REFERENCE_FIRMWARE_PCRS: &str = include_str!("../reference-pcrs.json")
 
 /// Parses [`REFERENCE_FIRMWARE_PCRS`] into warn-only expectations.
 pub fn reference_firmware() -> Measurements {
-    let mut m = BTreeMap::new();
+    let mut m = Measurements::new();
     let parsed: BTreeMap<String, String> =
         serde_json::from_str(REFERENCE_FIRMWARE_PCRS).unwrap_or_default();
     for (k, v) in parsed {
@@ -173,274 +224,99 @@ pub fn reference_firmware() -> Measurements {
             continue;
         };
         if let Ok(value) = <[u8; 32]>::try_from(bytes.as_slice()) {
-            m.insert(
-                idx,
-                Expected {
-                    value,
-                    warn_only: true,
-                },
-            );
+            m.insert(idx, Measurement::pcr(value, true));
         }
     }
-    Measurements(m)
+    m
 }
 
 /// Everything `measurements.json` holds for an image: the enforced PCRs 4, 9, 11, 12 from the
 /// UKI, PCR 5 predicted from the disk (warn-only: firmware-owned), and the reference firmware
 /// PCRs (warn-only).
-pub fn predict_image(uki: &[u8], disk: &[u8]) -> Result<Measurements, PeError> {
+pub fn predict_image(uki: &[u8], disk: &[u8]) -> Result<Measurements, MeasureError> {
     let mut m = reference_firmware();
-    if let Some(v) = pcr5(disk) {
-        m.0.insert(
-            5,
-            Expected {
-                value: v,
-                warn_only: true,
-            },
-        );
+    if let Some(v) = pcr5(disk)? {
+        m.insert(5, Measurement::pcr(v, true));
     }
     m.0.extend(predict(uki)?.0);
     Ok(m)
 }
 
-/// Predicts the enforced PCRs (4, 9, 11, 12) of a UKI.
-pub fn predict(uki: &[u8]) -> Result<Measurements, PeError> {
-    let mut m = BTreeMap::new();
-    let enforced = |value| Expected {
-        value,
-        warn_only: false,
-    };
-    m.insert(4, enforced(pcr4(uki)?));
-    m.insert(9, enforced(pcr9(uki)?));
-    m.insert(11, enforced(pcr11(uki)?));
-    m.insert(12, enforced([0u8; 32]));
-    Ok(Measurements(m))
-}
-
-/// Errors from parsing a TCG event log.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum EventLogError {
-    /// The log ended in the middle of an event.
-    #[error("event log truncated at byte {0}")]
-    Truncated(usize),
-    /// The first event is not a `Spec ID Event03` header.
-    #[error("event log does not start with a crypto-agile Spec ID Event03 header")]
-    NotCryptoAgile,
-    /// An event uses a digest algorithm the header did not announce.
-    #[error("event at byte {offset} uses unknown digest algorithm {alg:#06x}")]
-    UnknownAlgorithm {
-        /// Byte offset of the event.
-        offset: usize,
-        /// TPM algorithm id.
-        alg: u16,
-    },
-    /// A PCR index out of range.
-    #[error("event at byte {offset} names PCR {pcr}")]
-    BadPcr {
-        /// Byte offset of the event.
-        offset: usize,
-        /// The index.
-        pcr: u32,
-    },
-}
-
-/// One event (SHA-256 digest only).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Event {
-    /// PCR index.
-    pub pcr: u32,
-    /// Event type (e.g. 0x80000003 EV_EFI_BOOT_SERVICES_APPLICATION).
-    pub event_type: u32,
-    /// SHA-256 digest, if the event carries one.
-    pub sha256: Option<[u8; 32]>,
-    /// Event data.
-    pub data: Vec<u8>,
-}
-
-struct Reader<'a> {
-    b: &'a [u8],
-    pos: usize,
-}
-
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Result<&[u8], EventLogError> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .ok_or(EventLogError::Truncated(self.pos))?;
-        let s = self
-            .b
-            .get(self.pos..end)
-            .ok_or(EventLogError::Truncated(self.pos))?;
-        self.pos = end;
-        Ok(s)
+/// Predicts the enforced PCRs (4, 9, 11, 12) of a UKI by replaying its predicted event log.
+pub fn predict(uki: &[u8]) -> Result<Measurements, MeasureError> {
+    let mut log = EventLogBuilder::new();
+    pcr4_events(uki, &mut log)?;
+    pcr9_events(uki, &mut log)?;
+    pcr11_events(uki, &mut log)?;
+    let replayed = replay(&log)?;
+    let mut m = Measurements::new();
+    // PCR 12 has no events: systemd-stub measures neither load options nor credentials here.
+    for pcr in [4, 9, 11, 12] {
+        let value = replayed.get(&pcr).copied().unwrap_or([0u8; 32]);
+        m.insert(pcr, Measurement::pcr(value, false));
     }
-    fn u16(&mut self) -> Result<u16, EventLogError> {
-        let s = self.take(2)?;
-        Ok(u16::from_le_bytes([s[0], s[1]]))
-    }
-    fn u32(&mut self) -> Result<u32, EventLogError> {
-        let s = self.take(4)?;
-        Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
-    }
-}
-
-const EV_NO_ACTION: u32 = 3;
-const TPM_ALG_SHA256: u16 = 0x000b;
-
-/// Parses a crypto-agile (TCG PC Client, `Spec ID Event03`) event log. Never panics.
-pub fn parse_event_log(log: &[u8]) -> Result<Vec<Event>, EventLogError> {
-    let mut r = Reader { b: log, pos: 0 };
-    // TCG_PCR_EVENT (SHA-1 format) header event.
-    let _pcr = r.u32()?;
-    let _ty = r.u32()?;
-    r.take(20)?;
-    let size = r.u32()? as usize;
-    let spec = r.take(size)?;
-    if spec.get(..16) != Some(b"Spec ID Event03\0") {
-        return Err(EventLogError::NotCryptoAgile);
-    }
-    let mut sr = Reader { b: spec, pos: 24 };
-    let n_algs = sr.u32().map_err(|_| EventLogError::NotCryptoAgile)?;
-    let mut sizes = BTreeMap::new();
-    for _ in 0..n_algs.min(64) {
-        let alg = sr.u16().map_err(|_| EventLogError::NotCryptoAgile)?;
-        let len = sr.u16().map_err(|_| EventLogError::NotCryptoAgile)?;
-        sizes.insert(alg, usize::from(len));
-    }
-    let mut events = Vec::new();
-    while r.pos < log.len() {
-        let offset = r.pos;
-        let pcr = r.u32()?;
-        let event_type = r.u32()?;
-        // Some firmware pads the log buffer with 0xFF after the last event.
-        if pcr == u32::MAX && event_type == u32::MAX {
-            break;
-        }
-        if pcr > 23 {
-            return Err(EventLogError::BadPcr { offset, pcr });
-        }
-        let count = r.u32()?;
-        let mut sha = None;
-        for _ in 0..count.min(64) {
-            let alg = r.u16()?;
-            let len = *sizes
-                .get(&alg)
-                .ok_or(EventLogError::UnknownAlgorithm { offset, alg })?;
-            let d = r.take(len)?;
-            if alg == TPM_ALG_SHA256 {
-                sha = d.try_into().ok();
-            }
-        }
-        let size = r.u32()? as usize;
-        let data = r.take(size)?.to_vec();
-        events.push(Event {
-            pcr,
-            event_type,
-            sha256: sha,
-            data,
-        });
-    }
-    Ok(events)
-}
-
-/// Replays events into SHA-256 PCR values (PCR 0 honours a StartupLocality event).
-pub fn replay(events: &[Event]) -> [[u8; 32]; 24] {
-    let mut pcrs = [[0u8; 32]; 24];
-    for e in events {
-        let Some(slot) = pcrs.get_mut(e.pcr as usize) else {
-            continue;
-        };
-        if e.event_type == EV_NO_ACTION {
-            if e.pcr == 0
-                && e.data.starts_with(b"StartupLocality\0")
-                && let Some(&loc) = e.data.get(16)
-            {
-                slot[31] = loc;
-            }
-            continue;
-        }
-        if let Some(d) = e.sha256 {
-            extend(slot, &d);
-        }
-    }
-    pcrs
+    Ok(m)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use constellation_attest::measurements::extend_sha256;
 
-    fn spec_header() -> Vec<u8> {
-        let mut spec = b"Spec ID Event03\0".to_vec();
-        spec.extend_from_slice(&[0u8; 8]); // platform class, versions, uintn size
-        spec.extend_from_slice(&1u32.to_le_bytes());
-        spec.extend_from_slice(&TPM_ALG_SHA256.to_le_bytes());
-        spec.extend_from_slice(&32u16.to_le_bytes());
-        spec.push(0);
-        let mut log = Vec::new();
-        log.extend_from_slice(&0u32.to_le_bytes());
-        log.extend_from_slice(&EV_NO_ACTION.to_le_bytes());
-        log.extend_from_slice(&[0u8; 20]);
-        log.extend_from_slice(&(spec.len() as u32).to_le_bytes());
-        log.extend_from_slice(&spec);
-        log
+    fn extend(pcr: &mut [u8; 32], digest: &[u8; 32]) {
+        *pcr = extend_sha256(pcr, digest);
     }
 
-    fn event(pcr: u32, ty: u32, digest: [u8; 32], data: &[u8]) -> Vec<u8> {
-        let mut e = Vec::new();
-        e.extend_from_slice(&pcr.to_le_bytes());
-        e.extend_from_slice(&ty.to_le_bytes());
-        e.extend_from_slice(&1u32.to_le_bytes());
-        e.extend_from_slice(&TPM_ALG_SHA256.to_le_bytes());
-        e.extend_from_slice(&digest);
-        e.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        e.extend_from_slice(data);
-        e
+    fn uki() -> Vec<u8> {
+        let stub = crate::pe::tests_support::tiny_pe();
+        pe::add_sections(
+            &stub,
+            &[
+                (".osrel", b"ID=test"),
+                (".cmdline", b"console=ttyS0"),
+                (".initrd", b"initrd bytes"),
+            ],
+        )
+        .unwrap()
     }
 
+    /// The prediction is a log: its bytes parse with the validators' parser and replay to the
+    /// predicted values, which equal the hand-computed extends of each documented event.
     #[test]
-    fn replay_matches_manual_extend() {
-        let mut log = spec_header();
-        let d1 = sha256(b"one");
-        let d2 = sha256(b"two");
-        log.extend(event(4, 0x8000_0007, d1, b"x"));
-        log.extend(event(4, 4, d2, &[0; 4]));
-        let events = parse_event_log(&log).unwrap();
-        assert_eq!(events.len(), 2);
-        let pcrs = replay(&events);
+    fn predicted_log_round_trips_through_the_validators_parser() {
+        let uki = uki();
+        let (disk, _) = crate::disk::build_disk(&uki).unwrap();
+        let bytes = predicted_event_log(&uki, Some(&disk)).unwrap();
+        let log = EventLog::parse(&bytes).unwrap();
+        let replayed = log.replay_sha256().unwrap();
+        let predicted = predict_image(&uki, &disk).unwrap();
+        for pcr in [4, 5, 9, 11] {
+            assert_eq!(
+                predicted.0[&pcr].expected,
+                replayed[&pcr].to_vec(),
+                "PCR {pcr}"
+            );
+        }
+        assert!(!predicted.0[&4].warn_only && predicted.0[&5].warn_only);
+        assert_eq!(predicted.0[&12].expected, vec![0u8; 32]);
+        // PCR 9 by hand: UTF-16LE command line with NUL, then the initrd.
         let mut want = [0u8; 32];
-        extend(&mut want, &d1);
-        extend(&mut want, &d2);
-        assert_eq!(pcrs[4], want);
-        assert_eq!(pcrs[5], [0u8; 32]);
-    }
-
-    #[test]
-    fn malformed_logs_are_errors() {
-        assert!(parse_event_log(&[]).is_err());
-        assert_eq!(
-            parse_event_log(&[0u8; 40]),
-            Err(EventLogError::NotCryptoAgile)
-        );
-        assert_eq!(
-            parse_event_log(&[0u8; 30]),
-            Err(EventLogError::Truncated(28))
-        );
-        let mut log = spec_header();
-        log.extend(event(4, 1, [0; 32], b"abc"));
-        log.truncate(log.len() - 1);
-        assert!(matches!(
-            parse_event_log(&log),
-            Err(EventLogError::Truncated(_))
-        ));
-        let mut log = spec_header();
-        log.extend(event(99, 1, [0; 32], b""));
-        assert!(matches!(
-            parse_event_log(&log),
-            Err(EventLogError::BadPcr { pcr: 99, .. })
-        ));
+        let utf16: Vec<u8> = "console=ttyS0\0"
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        extend(&mut want, &sha256(&utf16));
+        extend(&mut want, &sha256(b"initrd bytes"));
+        assert_eq!(replayed[&9], want);
+        // PCR 4 by hand: action, separator, the UKI's Authenticode hash (no .linux section).
+        let mut want = [0u8; 32];
+        extend(&mut want, &sha256(CALLING_EFI_APPLICATION.as_bytes()));
+        extend(&mut want, &sha256(&[0u8; 4]));
+        extend(&mut want, &pe::authenticode_sha256(&uki).unwrap());
+        assert_eq!(replayed[&4], want);
+        // measurements.json is attest's format and reads back as the same measurements.
+        let json = serde_json::to_string(&predicted).unwrap();
+        assert_eq!(Measurements::from_json(&json).unwrap(), predicted);
     }
 
     #[test]
@@ -465,9 +341,9 @@ mod tests {
         disk[hdr + 72..hdr + 80].copy_from_slice(&(u64::MAX / 512).to_le_bytes());
         disk[hdr + 80..hdr + 84].copy_from_slice(&4u32.to_le_bytes());
         disk[hdr + 84..hdr + 88].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert_eq!(pcr5(&disk), None);
+        assert_eq!(pcr5(&disk).unwrap(), None);
         // The fuzzer's own input, kept as a seed of the `pe` target too.
         let found = include_bytes!("../fuzz/seeds/pe/gpt-offset-overflow");
-        assert_eq!(pcr5(found), None);
+        assert_eq!(pcr5(found).unwrap(), None);
     }
 }

@@ -27,6 +27,20 @@ fn reject(outcome: &Mutex<Outcome>, e: AtlsError) -> rustls::Error {
     )))
 }
 
+/// Runs `f` — a peer's validation or our own issuance, which may block on hardware or on
+/// network look-ups (AMD KDS, Intel PCS, Azure THIM, cloud APIs) — without stalling the other
+/// tasks of the runtime. rustls calls verifiers synchronously inside the handshake's poll, so
+/// on a multi-thread tokio runtime `block_in_place` hands this worker's queued tasks (and the
+/// I/O and timer drivers) to another thread for the duration. A current-thread runtime has no
+/// other thread to hand them to; there `f` runs inline, as it does outside any runtime.
+pub(crate) fn off_async_worker<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 fn validate_peer(
     validators: &Validators,
     der: &[u8],
@@ -45,7 +59,7 @@ fn validate_and_record(
     der: &[u8],
     nonce: &[u8; NONCE_LEN],
 ) -> Result<(), rustls::Error> {
-    match validate_peer(validators, der, nonce) {
+    match off_async_worker(|| validate_peer(validators, der, nonce)) {
         Ok(c) => {
             outcome.lock().unwrap_or_else(|p| p.into_inner()).claims = Some(c);
             Ok(())
@@ -190,7 +204,7 @@ impl ClientCertVerifier for AtlsClientVerifier {
 
 /// Client side: answers the server's CertificateRequest with an attested certificate for the
 /// nonce found in the acceptable-CA names. Runs inside the handshake, so the quote blocks the
-/// connecting task for its duration.
+/// connecting task for its duration (off the async worker, see [`off_async_worker`]).
 pub(crate) struct AtlsClientCertResolver {
     pub(crate) issuer: Arc<dyn Issuer>,
     pub(crate) outcome: Arc<Mutex<Outcome>>,
@@ -209,7 +223,7 @@ impl rustls::client::ResolvesClientCert for AtlsClientCertResolver {
         root_hint_subjects: &[&[u8]],
         _sigschemes: &[SignatureScheme],
     ) -> Option<Arc<rustls::sign::CertifiedKey>> {
-        let result = (|| {
+        let result = off_async_worker(|| {
             let nonce = root_hint_subjects
                 .iter()
                 .find_map(|dn| dn_to_nonce(dn))
@@ -223,7 +237,7 @@ impl rustls::client::ResolvesClientCert for AtlsClientCertResolver {
                 vec![cert],
                 signer,
             )))
-        })();
+        });
         match result {
             Ok(k) => Some(k),
             Err(e) => {

@@ -147,6 +147,7 @@ pub fn validator(
     ))
 }
 
+#[cfg(feature = "issuer")]
 /// Node side of aws-sev-snp: an SNP report whose REPORT_DATA is SHA-512 of the AK's
 /// SubjectPublicKeyInfo, with the VLEK chain from the certificate table.
 #[derive(Debug)]
@@ -155,6 +156,7 @@ pub struct AwsSnpInstanceInfoSource {
     pub snp: crate::snp::issuer::SnpReportSource,
 }
 
+#[cfg(feature = "issuer")]
 impl crate::validator::InstanceInfoSource for AwsSnpInstanceInfoSource {
     fn instance_info(
         &self,

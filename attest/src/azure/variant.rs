@@ -183,6 +183,7 @@ pub fn tdx_validator(
     ))
 }
 
+#[cfg(feature = "issuer")]
 /// Node side, azure-sev-snp: `instance_info` from the HCL report (vTPM NV index 0x01400001)
 /// and the VCEK bundle from THIM.
 pub fn azure_snp_instance_info(
@@ -198,6 +199,7 @@ pub fn azure_snp_instance_info(
     Ok(serde_json::to_vec(&info).unwrap_or_default())
 }
 
+#[cfg(feature = "issuer")]
 /// Node side, azure-tdx: `instance_info` from the HCL report, the TD quote the host makes of its
 /// TDREPORT (IMDS `/acc/tdquote`) and, when a source is given, PCS collateral for the quote.
 pub fn azure_tdx_instance_info(

@@ -389,6 +389,7 @@ pub fn sev_es_validator_with(
     )
 }
 
+#[cfg(feature = "issuer")]
 /// Node side of gcp-sev-snp: an SNP report whose REPORT_DATA is the document's extra data
 /// zero-padded to 64 bytes, with its VCEK (certificate table or AMD KDS).
 #[derive(Debug)]
@@ -399,6 +400,7 @@ pub struct GcpSnpInstanceInfoSource {
     pub gce: Option<GceInstance>,
 }
 
+#[cfg(feature = "issuer")]
 impl crate::validator::InstanceInfoSource for GcpSnpInstanceInfoSource {
     fn instance_info(
         &self,

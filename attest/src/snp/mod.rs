@@ -1,5 +1,6 @@
 //! AMD SEV-SNP: report parsing (versions 2, 3, 5) and verification against AMD's pinned roots.
 
+#[cfg(feature = "issuer")]
 pub mod issuer;
 pub mod report;
 pub mod verify;

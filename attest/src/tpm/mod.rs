@@ -1,9 +1,9 @@
 //! Pure-Rust TPM 2.0 structures needed to check a quote: `TPM2B_PUBLIC`, `TPMS_ATTEST`,
-//! `TPMT_SIGNATURE`, signature verification, the PCR digest, and the TCG event log.
+//! `TPMT_SIGNATURE`, signature verification and the PCR digest (the TCG event log is
+//! [`crate::eventlog`]).
 //!
 //! Everything here parses untrusted bytes with checked reads only; nothing panics on input.
 
-pub mod eventlog;
 #[cfg(feature = "tpm")]
 pub mod issuer;
 mod structures;
@@ -66,10 +66,6 @@ impl<'a> Reader<'a> {
         Self { buf, structure }
     }
 
-    pub(crate) fn remaining(&self) -> usize {
-        self.buf.len()
-    }
-
     pub(crate) fn bytes(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], TpmError> {
         if n > self.buf.len() {
             return Err(TpmError::Truncated {
@@ -106,14 +102,6 @@ impl<'a> Reader<'a> {
 
     pub(crate) fn u64(&mut self, field: &'static str) -> Result<u64, TpmError> {
         Ok(u64::from_be_bytes(self.array(field)?))
-    }
-
-    pub(crate) fn u16_le(&mut self, field: &'static str) -> Result<u16, TpmError> {
-        Ok(u16::from_le_bytes(self.array(field)?))
-    }
-
-    pub(crate) fn u32_le(&mut self, field: &'static str) -> Result<u32, TpmError> {
-        Ok(u32::from_le_bytes(self.array(field)?))
     }
 
     /// A TPM2B: u16 size followed by that many bytes.

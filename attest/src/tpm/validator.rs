@@ -4,13 +4,13 @@ use std::sync::Arc;
 
 use aws_lc_rs::signature::{self, RsaPublicKeyComponents, UnparsedPublicKey};
 
-use super::eventlog::EventLog;
 use super::structures::{
     AlgId, EccCurve, TpmAttest, TpmKey, TpmPublic, TpmSignature, pcr_digest_sha256,
 };
 use crate::document::{
     AttestationDocument, Evidence, TpmEvidence, extra_data, tpm_qualifying_data,
 };
+use crate::eventlog::{EventLog, TPM_ALG_SHA256};
 use crate::measurements::{Measurements, Mismatch};
 use crate::validator::{PlatformClaims, ValidationError, Validator, VerifiedClaims};
 use crate::variant::Variant;
@@ -158,17 +158,17 @@ impl TpmValidator {
 
         let mut event_log_verified = false;
         if let Some(log) = &ev.event_log {
-            let log = EventLog::parse(log)?;
-            let replayed = log.replay_sha256();
+            // The quote covers the SHA-256 bank, so that bank must be in the log.
+            let replayed = EventLog::parse(log)?.replay(TPM_ALG_SHA256)?;
             let mut bad = Vec::new();
-            for (index, value) in &replayed {
-                if let Some(quoted) = pcrs.get(index)
-                    && quoted.as_slice() != value
+            for (index, value) in replayed {
+                if let Some(quoted) = pcrs.get(&index)
+                    && *quoted != value
                 {
                     bad.push(Mismatch {
-                        index: *index,
+                        index,
                         expected: quoted.clone(),
-                        got: Some(value.to_vec()),
+                        got: Some(value),
                     });
                 }
             }
