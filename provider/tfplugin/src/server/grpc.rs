@@ -227,7 +227,10 @@ impl ProviderService {
     fn capabilities() -> pb::ServerCapabilities {
         pb::ServerCapabilities {
             plan_destroy: true,
-            get_provider_schema_optional: false,
+            // The server needs no GetProviderSchema call before other RPCs (schemas are built at
+            // start), so Terraform may reuse its cached copy: every provider start after the
+            // first within one command skips a schema transfer and decode.
+            get_provider_schema_optional: true,
             move_resource_state: true,
         }
     }
