@@ -81,9 +81,12 @@ fn build(cfg: &Config) -> Result<AttestationConfig, Diagnostics> {
                 .to_string(),
         );
     }
-    let policy = match &cfg.policy_json {
-        None => Some(Policy::default()),
-        Some(json) => match Policy::from_json(json.as_bytes()) {
+    // Omitted policy fields take the variant's defaults (Azure's ID-key digests, VLEK-only on
+    // AWS, a minimum SEV-SNP TCB, ...).
+    let policy = match (&cfg.policy_json, variant) {
+        (_, None) => None,
+        (None, Some(v)) => Some(Policy::for_variant(v)),
+        (Some(json), Some(v)) => match Policy::from_json_for(v, json.as_bytes()) {
             Ok(p) => Some(p),
             Err(e) => {
                 d.error_at(
@@ -158,7 +161,9 @@ impl DataSource for AttestationDataSource {
                 .attribute(
                     Attribute::optional("policy_json", Type::String).description(
                         "Hardware policy (JSON, docs/attestation-policy.md): minimum TCB, allowed \
-                     VMPLs, TDX TCB statuses and so on. Omitted: the strict default policy.",
+                     VMPLs, TDX TCB statuses and so on. Omitted fields take the variant's defaults; \
+                     settings no default can supply (gcp-sev-snp's Compute API, azure-tdx's \
+                     MRTD/MRSEAM) must be given.",
                     ),
                 )
                 .attribute(

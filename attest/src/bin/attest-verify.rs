@@ -189,7 +189,12 @@ impl DocArgs {
                 variant: doc.variant,
                 measurements: Measurements::from_json(&String::from_utf8_lossy(&read(m)?))
                     .context("measurements JSON")?,
-                policy: read_policy(policy_path)?,
+                policy: match policy_path {
+                    // The document's variant decides the defaults of omitted policy fields.
+                    None => Policy::for_variant(doc.variant),
+                    Some(p) => Policy::from_json_for(doc.variant, &read(p)?)
+                        .with_context(|| format!("policy {}", p.display()))?,
+                },
             },
             (None, None) => anyhow::bail!("--measurements or --config is required"),
         };
