@@ -238,15 +238,13 @@ fn binding_problems(variant: Variant, p: &Policy) -> Vec<String> {
         }
     }
     match variant {
-        Variant::GcpSevSnp => {
-            if p.gcp.compute_api_url.is_none() {
-                out.push(
-                    "policy.gcp.compute_api_url is unset: the SNP report on GCP does not contain \
-                     the vTPM's attestation key, so only the Compute API ties the key to Google's \
-                     vTPM; set it to https://compute.googleapis.com"
-                        .to_string(),
-                );
-            }
+        Variant::GcpSevSnp if p.gcp.compute_api_url.is_none() => {
+            out.push(
+                "policy.gcp.compute_api_url is unset: the SNP report on GCP does not contain \
+                 the vTPM's attestation key, so only the Compute API ties the key to Google's \
+                 vTPM; set it to https://compute.googleapis.com"
+                    .to_string(),
+            );
         }
         Variant::AzureSevSnp => {
             let digests = !p.snp.accepted_id_key_digests.is_empty()

@@ -164,9 +164,13 @@ impl DataSource for AttestationDataSource {
                 .attribute(
                     Attribute::optional("policy_json", Type::String).description(
                         "Hardware policy (JSON, docs/attestation-policy.md): minimum TCB, allowed \
-                     VMPLs, TDX TCB statuses and so on. Omitted fields take the variant's defaults; \
-                     settings no default can supply (gcp-sev-snp's Compute API, azure-tdx's \
-                     MRTD/MRSEAM) must be given.",
+                     VMPLs, TDX TCB statuses and so on. Omitted fields take the variant's \
+                     defaults: a minimum SEV-SNP TCB (Milan), Azure's ID-key digests for \
+                     `azure-sev-snp`, VLEK-only signing by an AWS CSP for `aws-sev-snp`, TDX TCB \
+                     status `UpToDate` with both CRLs. Settings no default can supply must be \
+                     given: `gcp.compute_api_url` for `gcp-sev-snp` and `gcp-sev-es`, `tdx.mrtd` \
+                     and `tdx.mrseam` for `azure-tdx`. A policy that leaves the attestation key's \
+                     binding to the cloud incomplete is an error naming the setting.",
                     ),
                 )
                 .attribute(

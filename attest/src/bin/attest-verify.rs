@@ -36,7 +36,7 @@ struct Common {
     /// Reference time for certificate validity (RFC 3339), or "skip". Default: now.
     #[arg(long)]
     at: Option<String>,
-    /// Policy JSON (docs/attestation-policy.md). Default: the strict policy.
+    /// Policy JSON (docs/attestation-policy.md). Default: the variant-independent base policy.
     #[arg(long)]
     policy: Option<PathBuf>,
 }
@@ -96,7 +96,8 @@ enum Cmd {
         #[command(flatten)]
         doc: DocArgs,
         /// Policy JSON (docs/attestation-policy.md): hardware policy and the cloud endpoints
-        /// some variants need (gcp-sev-es, azure-trustedlaunch, aws-nitro-tpm). Default: strict.
+        /// some variants need (gcp-sev-es, gcp-sev-snp, azure-trustedlaunch, aws-nitro-tpm, azure-tdx).
+        /// Omitted fields: the document's variant's defaults.
         /// Not with --config, whose policy applies.
         #[arg(long)]
         policy: Option<PathBuf>,

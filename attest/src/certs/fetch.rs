@@ -574,10 +574,12 @@ impl Pcs {
 /// with a SEQUENCE tag (0x30), never with two hex digits.
 fn der_or_hex(body: Vec<u8>) -> Vec<u8> {
     let text = body.trim_ascii();
-    if text.len() >= 2 && text.len() % 2 == 0 && text.iter().all(u8::is_ascii_hexdigit) {
-        if let Ok(der) = hex::decode(text) {
-            return der;
-        }
+    if text.len() >= 2
+        && text.len().is_multiple_of(2)
+        && text.iter().all(u8::is_ascii_hexdigit)
+        && let Ok(der) = hex::decode(text)
+    {
+        return der;
     }
     body
 }
