@@ -18,6 +18,7 @@ use constellation_attest::gcp::{
 use constellation_attest::snp::SnpError;
 use constellation_attest::validator::{PlatformClaims, ValidationError, Validators};
 use constellation_attest::variant::Variant;
+use sha2::Digest;
 
 const NONCE: &[u8] = b"fresh-nonce-0123456789abcdef";
 const USER: &[u8] = &[0x42; 32];
@@ -365,6 +366,23 @@ fn neg_gcp_sev_es_event_log_must_show_amd_sev() {
     let e: GcpAkError = platform_err(v.validate_bytes(&d.to_bytes(), NONCE, USER).unwrap_err());
     assert!(
         matches!(&e, GcpAkError::NotSev(m) if m.contains("replay")),
+        "{e}"
+    );
+    // An event claiming SEV whose digest is that of a plain VM's event: the log replays to the
+    // quoted PCR 0, but the data is not what was measured.
+    let mut plain = b"GCE NonHostInfo\0".to_vec();
+    plain.push(0);
+    plain.extend([0u8; 15]);
+    let mut claimed = plain.clone();
+    claimed[16] = 1;
+    let mut b = EventLogBuilder::new();
+    b.event(0, 0x11, sha2::Sha256::digest(&plain).into(), &claimed);
+    let mut ev = synth_tpm::evidence(synth_tpm::ak(), &pcrs, info(), USER, NONCE);
+    ev.event_log = Some(b.build().into());
+    let d = AttestationDocument::new(Variant::GcpSevEs, USER.to_vec(), Evidence::Tpm(ev));
+    let e: GcpAkError = platform_err(v.validate_bytes(&d.to_bytes(), NONCE, USER).unwrap_err());
+    assert!(
+        matches!(&e, GcpAkError::NotSev(m) if m.contains("not what its PCR 0 digest measured")),
         "{e}"
     );
     assert!(

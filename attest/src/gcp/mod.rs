@@ -355,6 +355,7 @@ const GCE_TECH_AMD_SEV_ES: u8 = 2;
 /// quote.
 pub fn sev_technology(evidence: &TpmEvidence) -> Result<&'static str, GcpAkError> {
     use crate::eventlog::{EventLog, TPM_ALG_SHA256};
+    use sha2::Digest;
     let not_sev = |m: String| GcpAkError::NotSev(m);
     let log = evidence.event_log.as_ref().ok_or_else(|| {
         not_sev("the evidence has no event log, so it cannot show that the VM runs AMD SEV".into())
@@ -380,6 +381,14 @@ pub fn sev_technology(evidence: &TpmEvidence) -> Result<&'static str, GcpAkError
         if let Some(rest) = e.data.strip_prefix(GCE_NONHOST_INFO_SIGNATURE.as_slice())
             && let Some(&tech) = rest.first()
         {
+            // The replay covers the digest, not the data: the data counts only when it is what
+            // was measured.
+            let measured: [u8; 32] = sha2::Sha256::digest(&e.data).into();
+            if e.sha256() != Some(measured) {
+                return Err(not_sev(
+                    "the GCE NonHostInfo event's data is not what its PCR 0 digest measured".into(),
+                ));
+            }
             if found.is_some() {
                 return Err(not_sev(
                     "the event log has more than one GCE NonHostInfo event".into(),
