@@ -11,7 +11,9 @@
 //!  "policy": {"version": 1, "snp": {...}, "tdx": {...}}}
 //! ```
 //!
-//! `policy` may be omitted; the strict default policy then applies.
+//! `policy` (and any field in it) may be omitted; the variant's defaults
+//! ([`Policy::for_variant`]) then apply. [`AttestationConfig::validators`] refuses a config whose
+//! hardware binding is incomplete for its variant, naming the setting to configure.
 
 use std::sync::Arc;
 
@@ -68,24 +70,45 @@ pub enum ConfigError {
 
 /// The cluster's attestation config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "ConfigJson")]
 pub struct AttestationConfig {
     /// Attestation variant every node must use.
     pub variant: Variant,
     /// Expected measurements (PCRs, or MRTD/RTMRs on TDX).
     pub measurements: Measurements,
-    /// Hardware policy (SNP/TDX); strict defaults when omitted.
-    #[serde(default)]
+    /// Hardware policy (SNP/TDX, cloud settings); omitted fields take the variant's defaults.
     pub policy: Policy,
 }
 
+/// The JSON form before the policy is completed with the variant's defaults.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigJson {
+    variant: Variant,
+    measurements: Measurements,
+    #[serde(default)]
+    policy: Option<serde_json::Value>,
+}
+
+impl TryFrom<ConfigJson> for AttestationConfig {
+    type Error = serde_json::Error;
+
+    fn try_from(c: ConfigJson) -> Result<Self, Self::Error> {
+        Ok(Self {
+            variant: c.variant,
+            measurements: c.measurements,
+            policy: Policy::from_value_for(c.variant, c.policy)?,
+        })
+    }
+}
+
 impl AttestationConfig {
-    /// A config with the strict default hardware policy.
+    /// A config with the variant's default hardware policy.
     pub fn new(variant: Variant, measurements: Measurements) -> Self {
         Self {
             variant,
             measurements,
-            policy: Policy::default(),
+            policy: Policy::for_variant(variant),
         }
     }
 
@@ -109,8 +132,10 @@ impl AttestationConfig {
         serde_json::to_string(self).unwrap_or_default()
     }
 
-    /// The validators for this config.
+    /// The validators for this config. Fails when the policy leaves the hardware binding of the
+    /// variant incomplete ([`AttestationConfig::check_binding`]) or enforces no boot register.
     pub fn validators(&self) -> Result<Vec<Arc<dyn Validator>>, ConfigError> {
+        self.check_binding()?;
         let m = self.measurements.clone();
         let p = &self.policy;
         let snp = p.snp.clone();
@@ -137,6 +162,17 @@ impl AttestationConfig {
         };
         self.check_enforces_boot()?;
         Ok(vec![v])
+    }
+
+    /// Refuses a policy under which evidence from a TEE guest the attacker runs would pass: each
+    /// variant's AK binding must tie the key to the cloud's own firmware or vTPM, and SEV-SNP
+    /// firmware must meet a minimum TCB. The message names the setting to configure.
+    pub fn check_binding(&self) -> Result<(), ConfigError> {
+        let problems = binding_problems(self.variant, &self.policy);
+        if problems.is_empty() {
+            return Ok(());
+        }
+        Err(ConfigError::Incomplete(self.variant, problems.join("; ")))
     }
 
     /// Refuses a fail-open config: one where no register that pins the booted image (the boot
@@ -170,6 +206,97 @@ impl AttestationConfig {
             registers,
         })
     }
+}
+
+/// What the variant's binding lacks under `p` (empty: complete). A pure function of the policy,
+/// so every rule has a table test.
+fn binding_problems(variant: Variant, p: &Policy) -> Vec<String> {
+    let mut out = Vec::new();
+    let snp_variant = matches!(
+        variant,
+        Variant::AzureSevSnp | Variant::AwsSevSnp | Variant::GcpSevSnp
+    );
+    if snp_variant {
+        let snp = &p.snp;
+        if snp.minimum_tcb.is_none() && snp.minimum_tcb_by_generation.is_empty() {
+            out.push(
+                "policy.snp.minimum_tcb_by_generation (or policy.snp.minimum_tcb) is empty, so \
+                 firmware with known SEV-SNP vulnerabilities would be accepted: set a minimum TCB \
+                 (the default for Milan is in docs/attestation-policy.md)"
+                    .to_string(),
+            );
+        }
+        if let Some(bad) = snp
+            .minimum_tcb_by_generation
+            .keys()
+            .find(|k| !crate::policy::SNP_GENERATIONS.contains(&k.as_str()))
+        {
+            out.push(format!(
+                "policy.snp.minimum_tcb_by_generation has unknown generation {bad:?} (known: {})",
+                crate::policy::SNP_GENERATIONS.join(", ")
+            ));
+        }
+    }
+    match variant {
+        Variant::GcpSevSnp if p.gcp.compute_api_url.is_none() => {
+            out.push(
+                "policy.gcp.compute_api_url is unset: the SNP report on GCP does not contain \
+                 the vTPM's attestation key, so only the Compute API ties the key to Google's \
+                 vTPM; set it to https://compute.googleapis.com"
+                    .to_string(),
+            );
+        }
+        Variant::AzureSevSnp => {
+            let digests = !p.snp.accepted_id_key_digests.is_empty()
+                && p.snp.id_key_mode != crate::policy::IdKeyMode::WarnOnly;
+            if !digests && p.snp.measurements.is_empty() {
+                out.push(
+                    "policy.snp.accepted_id_key_digests is empty (or id_key_mode is warn_only) \
+                     and policy.snp.measurements is empty, so a report from any SEV-SNP guest \
+                     would be accepted: keep Azure's ID-key digests (the default) or pin the \
+                     launch measurements"
+                        .to_string(),
+                );
+            }
+        }
+        Variant::AwsSevSnp => {
+            if p.snp
+                .signers
+                .iter()
+                .any(|s| !s.eq_ignore_ascii_case("vlek"))
+                || p.snp.signers.is_empty()
+            {
+                out.push(format!(
+                    "policy.snp.signers is {:?}: a VCEK signs reports of any SEV-SNP machine, not \
+                     only AWS's; set it to [\"vlek\"] (the default)",
+                    p.snp.signers
+                ));
+            }
+            if p.snp.allowed_csp_ids.is_empty() {
+                out.push(
+                    "policy.snp.allowed_csp_ids is empty, so a VLEK of any cloud would be \
+                     accepted: set it to [\"*.amazonaws.com\"] (the default)"
+                        .to_string(),
+                );
+            }
+        }
+        Variant::AzureTdx => {
+            for (field, empty) in [
+                ("mrtd", p.tdx.mrtd.is_empty()),
+                ("mrseam", p.tdx.mrseam.is_empty()),
+            ] {
+                if empty {
+                    out.push(format!(
+                        "policy.tdx.{field} is empty, so a quote from any TD would be accepted: \
+                         set the {} value(s) of Azure's TDX paravisor and TDX module",
+                        field.to_ascii_uppercase()
+                    ));
+                }
+            }
+        }
+        _ => {}
+    }
+    out
 }
 
 /// vTPM PCRs that pin the booted image: 4 (boot loader / UKI), 8 and 9 (kernel command line,
@@ -229,6 +356,7 @@ mod tests {
         let root = String::from_utf8(sev::certs::snp::builtin::milan::ARK.to_vec()).unwrap();
         let policy = serde_json::json!({
             "version": 1,
+            "tdx": {"mrtd": ["ab".repeat(48)], "mrseam": ["cd".repeat(48)]},
             "gcp": {"compute_api_url": "http://127.0.0.1:1"},
             "azure": {"trusted_launch_roots_pem": [root]},
             "aws": {"ec2_api_url": "http://127.0.0.1:1", "region": "eu-central-1"},
@@ -258,6 +386,8 @@ mod tests {
         // Variants needing cloud settings say which one is missing.
         for (v, missing) in [
             ("gcp-sev-es", "compute_api_url"),
+            ("gcp-sev-snp", "policy.gcp.compute_api_url"),
+            ("azure-tdx", "policy.tdx.mrtd"),
             ("azure-trustedlaunch", "trusted_launch_roots_pem"),
             ("aws-nitro-tpm", "ec2_api_url"),
         ] {
@@ -268,6 +398,143 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    fn with_policy(variant: &str, policy: serde_json::Value) -> AttestationConfig {
+        let measurements =
+            serde_json::json!({"4": {"expected": "ab".repeat(32), "warnOnly": false}});
+        let json =
+            serde_json::json!({"variant": variant, "measurements": measurements, "policy": policy});
+        AttestationConfig::from_json(json.to_string().as_bytes()).unwrap()
+    }
+
+    fn incomplete(c: &AttestationConfig, setting: &str) {
+        let e = c
+            .validators()
+            .err()
+            .expect("incomplete binding must be refused");
+        assert!(
+            matches!(e, ConfigError::Incomplete(..)) && e.to_string().contains(setting),
+            "{}: {e}",
+            c.variant
+        );
+    }
+
+    #[test]
+    fn default_policies_bind_the_ak_to_the_cloud() {
+        // Omitted policy: the variant's defaults, which are complete for the SNP variants.
+        for v in ["azure-sev-snp", "aws-sev-snp"] {
+            let c = AttestationConfig::from_json(json(v).as_bytes()).unwrap();
+            assert_eq!(c.policy, Policy::for_variant(c.variant));
+            c.validators().unwrap();
+            assert!(!c.policy.snp.minimum_tcb_by_generation.is_empty());
+        }
+        let azure = Policy::for_variant(Variant::AzureSevSnp);
+        assert_eq!(azure.snp.accepted_id_key_digests.len(), 4);
+        assert_eq!(azure.snp.id_key_mode, crate::policy::IdKeyMode::Equal);
+        let aws = Policy::for_variant(Variant::AwsSevSnp);
+        assert_eq!(aws.snp.signers, vec!["vlek".to_string()]);
+        assert_eq!(aws.snp.allowed_csp_ids, vec!["*.amazonaws.com".to_string()]);
+        // A partial policy keeps the variant's defaults for every field it omits.
+        let c = with_policy(
+            "azure-sev-snp",
+            serde_json::json!({"version": 1, "snp": {"allow_smt": false}}),
+        );
+        assert!(!c.policy.snp.allow_smt);
+        assert_eq!(
+            c.policy.snp.accepted_id_key_digests,
+            azure.snp.accepted_id_key_digests
+        );
+        // Unknown fields are still refused after the merge.
+        let bad = serde_json::json!({"variant": "aws-sev-snp", "measurements": {}, "policy": {"version": 1, "snp": {"nope": 1}}});
+        assert!(AttestationConfig::from_json(bad.to_string().as_bytes()).is_err());
+        // The defaults survive a round trip unchanged.
+        let c = AttestationConfig::from_json(json("aws-sev-snp").as_bytes()).unwrap();
+        assert_eq!(
+            AttestationConfig::from_json(c.to_json().as_bytes()).unwrap(),
+            c
+        );
+    }
+
+    #[test]
+    fn incomplete_bindings_are_refused_naming_the_setting() {
+        // gcp-sev-snp: the AK is not in the report; only the Compute API binds it.
+        incomplete(
+            &AttestationConfig::from_json(json("gcp-sev-snp").as_bytes()).unwrap(),
+            "policy.gcp.compute_api_url",
+        );
+        // azure-sev-snp without Azure's ID-key digests (or with them warn-only).
+        incomplete(
+            &with_policy(
+                "azure-sev-snp",
+                serde_json::json!({"version": 1, "snp": {"accepted_id_key_digests": []}}),
+            ),
+            "policy.snp.accepted_id_key_digests",
+        );
+        incomplete(
+            &with_policy(
+                "azure-sev-snp",
+                serde_json::json!({"version": 1, "snp": {"id_key_mode": "warn_only"}}),
+            ),
+            "policy.snp.accepted_id_key_digests",
+        );
+        // ...unless the launch measurements are pinned instead.
+        with_policy(
+            "azure-sev-snp",
+            serde_json::json!({"version": 1, "snp": {"accepted_id_key_digests": [], "measurements": ["ab".repeat(48)]}}),
+        )
+        .validators()
+        .unwrap();
+        // aws-sev-snp accepting VCEKs or any CSP.
+        incomplete(
+            &with_policy(
+                "aws-sev-snp",
+                serde_json::json!({"version": 1, "snp": {"signers": ["vcek", "vlek"]}}),
+            ),
+            "policy.snp.signers",
+        );
+        incomplete(
+            &with_policy(
+                "aws-sev-snp",
+                serde_json::json!({"version": 1, "snp": {"allowed_csp_ids": []}}),
+            ),
+            "policy.snp.allowed_csp_ids",
+        );
+        // azure-tdx without MRTD / MRSEAM.
+        let c = AttestationConfig::from_json(json("azure-tdx").as_bytes()).unwrap();
+        incomplete(&c, "policy.tdx.mrtd");
+        incomplete(&c, "policy.tdx.mrseam");
+        incomplete(
+            &with_policy(
+                "azure-tdx",
+                serde_json::json!({"version": 1, "tdx": {"mrtd": ["ab".repeat(48)]}}),
+            ),
+            "policy.tdx.mrseam",
+        );
+        // No minimum TCB for an SNP variant, or one for an unknown generation.
+        for v in ["azure-sev-snp", "aws-sev-snp", "gcp-sev-snp"] {
+            incomplete(
+                &with_policy(
+                    v,
+                    serde_json::json!({"version": 1, "snp": {"minimum_tcb_by_generation": {}}, "gcp": {"compute_api_url": "http://127.0.0.1:1"}}),
+                ),
+                "policy.snp.minimum_tcb_by_generation",
+            );
+        }
+        incomplete(
+            &with_policy(
+                "aws-sev-snp",
+                serde_json::json!({"version": 1, "snp": {"minimum_tcb_by_generation": {"milano": {}}}}),
+            ),
+            "unknown generation",
+        );
+        // A single minimum for every generation also satisfies the rule.
+        with_policy(
+            "aws-sev-snp",
+            serde_json::json!({"version": 1, "snp": {"minimum_tcb_by_generation": {}, "minimum_tcb": {"snp": 8}}}),
+        )
+        .validators()
+        .unwrap();
     }
 
     #[test]

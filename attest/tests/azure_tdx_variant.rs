@@ -90,7 +90,9 @@ fn synthetic(claims_ak: &Ak) -> Synthetic {
     let json = serde_json::json!({
         "variant": "azure-tdx",
         "measurements": synth_tpm::measurements_json(&synth_tpm::pcrs()),
-        "policy": {"version": 1, "tdx": {"root_ca_pem": p.root_pem()}},
+        // The MRTD of the TD and the MRSEAM of the TDX module the quote reports.
+        "policy": {"version": 1, "tdx": {"root_ca_pem": p.root_pem(),
+            "mrtd": [hex::encode(spec.mrtd)], "mrseam": ["00".repeat(48)]}},
     });
     let c = AttestationConfig::from_json(json.to_string().as_bytes()).unwrap();
     Synthetic {

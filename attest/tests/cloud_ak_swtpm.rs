@@ -142,6 +142,8 @@ fn provision_azure_snp(tpm: &Swtpm, hcl_ak: Option<&[u8]>) -> Server {
     let leaf = vcek(m, TCB, HWID);
     let report = Rep {
         report_data: report_data_of(&claims),
+        // Azure's paravisor firmware is signed with one of Azure's ID keys.
+        id_key_digest: constellation_attest::policy::AZURE_ID_KEY_DIGESTS[0],
         ..Default::default()
     }
     .sign(&leaf.key);
@@ -288,7 +290,9 @@ fn azure_tdx_round_trip(hcl_ak: Option<&[u8]>) -> Result<(), ValidationError> {
     let v = validators(
         Variant::AzureTdx,
         &issuer,
-        serde_json::json!({"version": 1, "tdx": {"root_ca_pem": p.root_pem()}}),
+        // The MRTD of the TD and the MRSEAM of the TDX module the quote reports.
+        serde_json::json!({"version": 1, "tdx": {"root_ca_pem": p.root_pem(),
+            "mrtd": [hex::encode(spec.mrtd)], "mrseam": ["00".repeat(48)]}}),
     );
     v.validate_bytes(&issue(&issuer), NONCE, USER).map(|_| ())
 }
@@ -461,7 +465,23 @@ fn provision_gce(tpm: &Swtpm) -> Vec<u8> {
 fn gcp_sev_es_round_trip(api_names_other_key: bool) -> Result<(), ValidationError> {
     let tpm = swtpm();
     let gce_ak = provision_gce(&tpm);
-    let mut issuer = open(&tpm, Variant::GcpSevEs).unwrap();
+    // GCE's firmware records the confidential technology (1: AMD SEV) in PCR 0; the validator
+    // reads it from the quoted event log.
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("log");
+    let cfg = TpmIssuerConfig {
+        pcrs: (0..8).collect(),
+        event_log: Some(log_path.clone()),
+        ..TpmIssuerConfig::new(tpm.tcti(), Variant::GcpSevEs)
+    };
+    let mut issuer = TpmIssuer::open(cfg).unwrap();
+    let mut log = constellation_attest::eventlog::EventLogBuilder::new();
+    let mut non_host_info = b"GCE NonHostInfo\0".to_vec();
+    non_host_info.push(1);
+    non_host_info.extend([0u8; 15]);
+    let digest = log.measure(0, 0x11, &non_host_info);
+    issuer.extend_sha256(0, digest).unwrap();
+    std::fs::write(&log_path, log.build()).unwrap();
     assert_eq!(spki_der(issuer.ak_public()), gce_ak);
     issuer.set_instance_info_source(Arc::new(StaticInstanceInfo(
         serde_json::to_vec(&inst()).unwrap(),

@@ -10,6 +10,7 @@ use common::synth_tdx::pem;
 use common::synth_tpm::{self, Ak};
 use constellation_attest::config::AttestationConfig;
 use constellation_attest::document::{AttestationDocument, Evidence, extra_data};
+use constellation_attest::eventlog::{EventLog, EventLogBuilder};
 use constellation_attest::gcp::{
     GceApiError, GceComputeApi, GceInstance, GcpAkError, GcpSnpInstanceInfo,
     ShieldedIdentitySource, parse_shielded_identity,
@@ -17,6 +18,7 @@ use constellation_attest::gcp::{
 use constellation_attest::snp::SnpError;
 use constellation_attest::validator::{PlatformClaims, ValidationError, Validators};
 use constellation_attest::variant::Variant;
+use sha2::Digest;
 
 const NONCE: &[u8] = b"fresh-nonce-0123456789abcdef";
 const USER: &[u8] = &[0x42; 32];
@@ -36,8 +38,10 @@ fn config(variant: &str, policy: serde_json::Value) -> Validators {
     Validators::new(c.validators().unwrap())
 }
 
-fn snp_policy(extra: serde_json::Value) -> serde_json::Value {
-    let mut p = serde_json::json!({"version": 1, "snp": {"ark_pem": [pem(&synth::milan().ark)]}});
+/// gcp-sev-snp policy: the synthetic ARK and the Compute API at `api` (required by the variant).
+fn snp_policy(api: &Server, extra: serde_json::Value) -> serde_json::Value {
+    let mut p = serde_json::json!({"version": 1, "snp": {"ark_pem": [pem(&synth::milan().ark)]},
+        "gcp": {"compute_api_url": api.base()}});
     if let (Some(p), Some(e)) = (p.as_object_mut(), extra.as_object()) {
         p.extend(e.clone());
     }
@@ -80,11 +84,12 @@ fn platform_err<T: std::error::Error + 'static>(e: ValidationError) -> T {
 
 #[test]
 fn gcp_sev_snp_verifies_end_to_end() {
-    let v = config("gcp-sev-snp", snp_policy(serde_json::json!({})));
+    let s = api_server(synth_tpm::ak());
+    let v = config("gcp-sev-snp", snp_policy(&s, serde_json::json!({})));
     let d = doc(
         Variant::GcpSevSnp,
         synth_tpm::ak(),
-        snp_info(padded_extra(), None),
+        snp_info(padded_extra(), Some(inst())),
     );
     let claims = v.validate_bytes(&d, NONCE, USER).unwrap();
     assert_eq!(claims.variant, Variant::GcpSevSnp);
@@ -97,10 +102,15 @@ fn gcp_sev_snp_verifies_end_to_end() {
 
 #[test]
 fn neg_gcp_sev_snp_report_for_other_nonce() {
-    let v = config("gcp-sev-snp", snp_policy(serde_json::json!({})));
+    let s = api_server(synth_tpm::ak());
+    let v = config("gcp-sev-snp", snp_policy(&s, serde_json::json!({})));
     let mut rd = [0u8; 64];
     rd[..32].copy_from_slice(&extra_data(USER, b"an old nonce"));
-    let d = doc(Variant::GcpSevSnp, synth_tpm::ak(), snp_info(rd, None));
+    let d = doc(
+        Variant::GcpSevSnp,
+        synth_tpm::ak(),
+        snp_info(rd, Some(inst())),
+    );
     let e: GcpAkError = platform_err(v.validate_bytes(&d, NONCE, USER).unwrap_err());
     match e {
         GcpAkError::Hardware(errs) => assert!(
@@ -114,10 +124,15 @@ fn neg_gcp_sev_snp_report_for_other_nonce() {
 
 #[test]
 fn neg_gcp_sev_snp_padding_must_be_zero() {
-    let v = config("gcp-sev-snp", snp_policy(serde_json::json!({})));
+    let s = api_server(synth_tpm::ak());
+    let v = config("gcp-sev-snp", snp_policy(&s, serde_json::json!({})));
     let mut rd = padded_extra();
     rd[63] = 1;
-    let d = doc(Variant::GcpSevSnp, synth_tpm::ak(), snp_info(rd, None));
+    let d = doc(
+        Variant::GcpSevSnp,
+        synth_tpm::ak(),
+        snp_info(rd, Some(inst())),
+    );
     let e: GcpAkError = platform_err(v.validate_bytes(&d, NONCE, USER).unwrap_err());
     assert!(matches!(e, GcpAkError::Hardware(_)), "{e}");
 }
@@ -125,11 +140,15 @@ fn neg_gcp_sev_snp_padding_must_be_zero() {
 #[test]
 fn neg_gcp_sev_snp_wrong_root() {
     // The default (pinned AMD) roots do not accept the synthetic chain.
-    let v = config("gcp-sev-snp", serde_json::json!({"version": 1}));
+    let s = api_server(synth_tpm::ak());
+    let v = config(
+        "gcp-sev-snp",
+        serde_json::json!({"version": 1, "gcp": {"compute_api_url": s.base()}}),
+    );
     let d = doc(
         Variant::GcpSevSnp,
         synth_tpm::ak(),
-        snp_info(padded_extra(), None),
+        snp_info(padded_extra(), Some(inst())),
     );
     let e: GcpAkError = platform_err(v.validate_bytes(&d, NONCE, USER).unwrap_err());
     assert!(matches!(e, GcpAkError::Hardware(_)), "{e}");
@@ -137,16 +156,17 @@ fn neg_gcp_sev_snp_wrong_root() {
 
 #[test]
 fn neg_gcp_sev_snp_instance_info_swapped_after_quote() {
-    let v = config("gcp-sev-snp", snp_policy(serde_json::json!({})));
+    let s = api_server(synth_tpm::ak());
+    let v = config("gcp-sev-snp", snp_policy(&s, serde_json::json!({})));
     let ak = synth_tpm::ak();
     let mut ev = synth_tpm::evidence(
         ak,
         &synth_tpm::pcrs(),
-        snp_info(padded_extra(), None),
+        snp_info(padded_extra(), Some(inst())),
         USER,
         NONCE,
     );
-    ev.instance_info = snp_info(padded_extra(), None); // another (re-signed) report
+    ev.instance_info = snp_info(padded_extra(), Some(inst())); // another (re-signed) report
     let d = AttestationDocument::new(Variant::GcpSevSnp, USER.to_vec(), Evidence::Tpm(ev));
     assert!(matches!(
         v.validate_bytes(&d.to_bytes(), NONCE, USER).unwrap_err(),
@@ -156,7 +176,8 @@ fn neg_gcp_sev_snp_instance_info_swapped_after_quote() {
 
 #[test]
 fn neg_gcp_sev_snp_garbage_instance_info() {
-    let v = config("gcp-sev-snp", snp_policy(serde_json::json!({})));
+    let s = api_server(synth_tpm::ak());
+    let v = config("gcp-sev-snp", snp_policy(&s, serde_json::json!({})));
     let d = doc(
         Variant::GcpSevSnp,
         synth_tpm::ak(),
@@ -215,6 +236,42 @@ fn api_server(signing: &Ak) -> Server {
     Server::start(routes)
 }
 
+/// PCRs and event log of a GCE VM whose firmware recorded confidential technology `tech` (1: AMD
+/// SEV) in PCR 0's NonHostInfo event.
+fn es_pcrs(tech: u8) -> (std::collections::BTreeMap<u32, [u8; 32]>, Vec<u8>) {
+    let mut b = EventLogBuilder::new();
+    let mut data = b"GCE NonHostInfo\0".to_vec();
+    data.push(tech);
+    data.extend([0u8; 15]);
+    b.measure(0, 0x11, &data);
+    let log = b.build();
+    let replayed = EventLog::parse(&log).unwrap().replay_sha256().unwrap();
+    let mut pcrs = synth_tpm::pcrs();
+    pcrs.insert(0, replayed[&0]);
+    (pcrs, log)
+}
+
+fn es_config(policy: serde_json::Value) -> Validators {
+    let json = serde_json::json!({
+        "variant": "gcp-sev-es",
+        "measurements": synth_tpm::measurements_json(&es_pcrs(1).0),
+        "policy": policy,
+    });
+    let c = AttestationConfig::from_json(json.to_string().as_bytes()).unwrap();
+    Validators::new(c.validators().unwrap())
+}
+
+fn es_doc_with(ak: &Ak, info: Vec<u8>, tech: u8, log: bool) -> Vec<u8> {
+    let (pcrs, event_log) = es_pcrs(tech);
+    let mut ev = synth_tpm::evidence(ak, &pcrs, info, USER, NONCE);
+    ev.event_log = log.then(|| event_log.into());
+    AttestationDocument::new(Variant::GcpSevEs, USER.to_vec(), Evidence::Tpm(ev)).to_bytes()
+}
+
+fn es_doc(ak: &Ak, info: Vec<u8>) -> Vec<u8> {
+    es_doc_with(ak, info, 1, true)
+}
+
 fn es_policy(base: &str, projects: &[&str]) -> serde_json::Value {
     serde_json::json!({"version": 1, "gcp": {"compute_api_url": base, "allowed_projects": projects}})
 }
@@ -222,12 +279,8 @@ fn es_policy(base: &str, projects: &[&str]) -> serde_json::Value {
 #[test]
 fn gcp_sev_es_ak_vouched_by_compute_api() {
     let s = api_server(synth_tpm::ak());
-    let v = config("gcp-sev-es", es_policy(&s.base(), &["my-project"]));
-    let d = doc(
-        Variant::GcpSevEs,
-        synth_tpm::ak(),
-        serde_json::to_vec(&inst()).unwrap(),
-    );
+    let v = es_config(es_policy(&s.base(), &["my-project"]));
+    let d = es_doc(synth_tpm::ak(), serde_json::to_vec(&inst()).unwrap());
     let claims = v.validate_bytes(&d, NONCE, USER).unwrap();
     assert!(matches!(
         claims.platform,
@@ -242,12 +295,8 @@ fn gcp_sev_es_ak_vouched_by_compute_api() {
 #[test]
 fn neg_gcp_sev_es_other_ak() {
     let s = api_server(synth_tpm::other_ak());
-    let v = config("gcp-sev-es", es_policy(&s.base(), &[]));
-    let d = doc(
-        Variant::GcpSevEs,
-        synth_tpm::ak(),
-        serde_json::to_vec(&inst()).unwrap(),
-    );
+    let v = es_config(es_policy(&s.base(), &[]));
+    let d = es_doc(synth_tpm::ak(), serde_json::to_vec(&inst()).unwrap());
     let e: GcpAkError = platform_err(v.validate_bytes(&d, NONCE, USER).unwrap_err());
     assert!(matches!(e, GcpAkError::AkMismatch(_)), "{e}");
 }
@@ -255,14 +304,10 @@ fn neg_gcp_sev_es_other_ak() {
 #[test]
 fn neg_gcp_sev_es_unknown_instance_is_api_error() {
     let s = api_server(synth_tpm::ak());
-    let v = config("gcp-sev-es", es_policy(&s.base(), &[]));
+    let v = es_config(es_policy(&s.base(), &[]));
     let mut i = inst();
     i.instance_name = "not-there".into();
-    let d = doc(
-        Variant::GcpSevEs,
-        synth_tpm::ak(),
-        serde_json::to_vec(&i).unwrap(),
-    );
+    let d = es_doc(synth_tpm::ak(), serde_json::to_vec(&i).unwrap());
     let e: GcpAkError = platform_err(v.validate_bytes(&d, NONCE, USER).unwrap_err());
     assert!(matches!(e, GcpAkError::Api(GceApiError::Http(_))), "{e}");
 }
@@ -270,12 +315,8 @@ fn neg_gcp_sev_es_unknown_instance_is_api_error() {
 #[test]
 fn neg_gcp_sev_es_project_not_allowed() {
     let s = api_server(synth_tpm::ak());
-    let v = config("gcp-sev-es", es_policy(&s.base(), &["another-project"]));
-    let d = doc(
-        Variant::GcpSevEs,
-        synth_tpm::ak(),
-        serde_json::to_vec(&inst()).unwrap(),
-    );
+    let v = es_config(es_policy(&s.base(), &["another-project"]));
+    let d = es_doc(synth_tpm::ak(), serde_json::to_vec(&inst()).unwrap());
     let e: GcpAkError = platform_err(v.validate_bytes(&d, NONCE, USER).unwrap_err());
     assert!(matches!(e, GcpAkError::ProjectNotAllowed(_)), "{e}");
     assert!(
@@ -287,17 +328,76 @@ fn neg_gcp_sev_es_project_not_allowed() {
 #[test]
 fn neg_gcp_sev_es_path_injection_refused() {
     let s = api_server(synth_tpm::ak());
-    let v = config("gcp-sev-es", es_policy(&s.base(), &[]));
+    let v = es_config(es_policy(&s.base(), &[]));
     let mut i = inst();
     i.instance_name = "../../other/instances/x".into();
-    let d = doc(
-        Variant::GcpSevEs,
-        synth_tpm::ak(),
-        serde_json::to_vec(&i).unwrap(),
-    );
+    let d = es_doc(synth_tpm::ak(), serde_json::to_vec(&i).unwrap());
     let e: GcpAkError = platform_err(v.validate_bytes(&d, NONCE, USER).unwrap_err());
     assert!(matches!(e, GcpAkError::InstanceInfo(_)), "{e}");
     assert!(s.requests.lock().unwrap().is_empty());
+}
+
+#[test]
+fn neg_gcp_sev_es_event_log_must_show_amd_sev() {
+    let s = api_server(synth_tpm::ak());
+    let v = es_config(es_policy(&s.base(), &[]));
+    let info = || serde_json::to_vec(&inst()).unwrap();
+    // No confidential technology (a plain Shielded VM), Intel TDX, SEV-SNP under the wrong variant.
+    for tech in [0u8, 3, 4] {
+        let d = es_doc_with(synth_tpm::ak(), info(), tech, true);
+        let e: GcpAkError = platform_err(v.validate_bytes(&d, NONCE, USER).unwrap_err());
+        assert!(
+            matches!(&e, GcpAkError::NotSev(m) if m.contains(&format!("technology {tech}"))),
+            "{tech}: {e}"
+        );
+    }
+    // No event log at all.
+    let d = es_doc_with(synth_tpm::ak(), info(), 1, false);
+    let e: GcpAkError = platform_err(v.validate_bytes(&d, NONCE, USER).unwrap_err());
+    assert!(
+        matches!(&e, GcpAkError::NotSev(m) if m.contains("no event log")),
+        "{e}"
+    );
+    // A log that does not replay to the quoted PCR 0 (an SEV event claimed, PCR 0 of a plain VM).
+    let (pcrs, _) = es_pcrs(0);
+    let mut ev = synth_tpm::evidence(synth_tpm::ak(), &pcrs, info(), USER, NONCE);
+    ev.event_log = Some(es_pcrs(1).1.into());
+    let d = AttestationDocument::new(Variant::GcpSevEs, USER.to_vec(), Evidence::Tpm(ev));
+    let e: GcpAkError = platform_err(v.validate_bytes(&d.to_bytes(), NONCE, USER).unwrap_err());
+    assert!(
+        matches!(&e, GcpAkError::NotSev(m) if m.contains("replay")),
+        "{e}"
+    );
+    // An event claiming SEV whose digest is that of a plain VM's event: the log replays to the
+    // quoted PCR 0, but the data is not what was measured.
+    let mut plain = b"GCE NonHostInfo\0".to_vec();
+    plain.push(0);
+    plain.extend([0u8; 15]);
+    let mut claimed = plain.clone();
+    claimed[16] = 1;
+    let mut b = EventLogBuilder::new();
+    b.event(0, 0x11, sha2::Sha256::digest(&plain).into(), &claimed);
+    let mut ev = synth_tpm::evidence(synth_tpm::ak(), &pcrs, info(), USER, NONCE);
+    ev.event_log = Some(b.build().into());
+    let d = AttestationDocument::new(Variant::GcpSevEs, USER.to_vec(), Evidence::Tpm(ev));
+    let e: GcpAkError = platform_err(v.validate_bytes(&d.to_bytes(), NONCE, USER).unwrap_err());
+    assert!(
+        matches!(&e, GcpAkError::NotSev(m) if m.contains("not what its PCR 0 digest measured")),
+        "{e}"
+    );
+    assert!(
+        s.requests.lock().unwrap().is_empty(),
+        "refused before any API call"
+    );
+}
+
+#[test]
+fn gcp_sev_snp_needs_the_compute_api() {
+    let json = serde_json::json!({"variant": "gcp-sev-snp",
+        "measurements": synth_tpm::measurements_json(&synth_tpm::pcrs())});
+    let c = AttestationConfig::from_json(json.to_string().as_bytes()).unwrap();
+    let e = c.validators().err().unwrap();
+    assert!(e.to_string().contains("policy.gcp.compute_api_url"), "{e}");
 }
 
 #[test]
@@ -311,7 +411,7 @@ fn gcp_sev_es_needs_an_api_endpoint() {
 #[test]
 fn gcp_sev_snp_with_compute_api_checks_the_ak_too() {
     let s = api_server(synth_tpm::other_ak());
-    let p = snp_policy(serde_json::json!({"gcp": {"compute_api_url": s.base()}}));
+    let p = snp_policy(&s, serde_json::json!({}));
     let v = config("gcp-sev-snp", p);
     let d = doc(
         Variant::GcpSevSnp,

@@ -52,10 +52,43 @@ fn validators(
     Validators::new(c.validators().unwrap())
 }
 
-fn gcp_snp_validators() -> Validators {
+/// The GCE instance the gcp-sev-snp tests run as.
+fn gce() -> GceInstance {
+    GceInstance {
+        project_id: "my-project".into(),
+        zone: "europe-west3-b".into(),
+        instance_name: "cp-0".into(),
+    }
+}
+
+/// The Compute API naming the synthetic AK as the instance's vTPM signing key (gcp-sev-snp
+/// trusts the AK only through it).
+fn compute_api() -> Server {
+    let i = gce();
+    let pem_key = pem(&synth_tpm::ak().spki_der).replace("CERTIFICATE", "PUBLIC KEY");
+    let body = serde_json::json!({
+        "kind": "compute#shieldedInstanceIdentity",
+        "signingKey": {"ekPub": pem_key},
+    });
+    let mut routes = Routes::new();
+    routes.insert(
+        (
+            "GET".into(),
+            format!(
+                "/compute/v1/projects/{}/zones/{}/instances/{}/getShieldedInstanceIdentity",
+                i.project_id, i.zone, i.instance_name
+            ),
+        ),
+        (200, serde_json::to_vec(&body).unwrap()),
+    );
+    Server::start(routes)
+}
+
+fn gcp_snp_validators(api: &Server) -> Validators {
     validators(
         "gcp-sev-snp",
-        serde_json::json!({"version": 1, "snp": {"ark_pem": [pem(&synth::milan().ark)]}}),
+        serde_json::json!({"version": 1, "snp": {"ark_pem": [pem(&synth::milan().ark)]},
+            "gcp": {"compute_api_url": api.base()}}),
         synth_tpm::measurements_json(&synth_tpm::pcrs()),
     )
 }
@@ -89,7 +122,7 @@ fn gcp_snp_issuer_with_certificate_table_round_trips() {
             privlevel: Some(0),
             variant: Variant::GcpSevSnp,
         },
-        gce: None,
+        gce: Some(gce()),
     };
     let ak = synth_tpm::ak();
     let info = src
@@ -100,7 +133,8 @@ fn gcp_snp_issuer_with_certificate_table_round_trips() {
     assert_eq!(std::fs::read_to_string(e.join("privlevel")).unwrap(), "0");
     let ev = synth_tpm::evidence(ak, &synth_tpm::pcrs(), info, USER, NONCE);
     let d = AttestationDocument::new(Variant::GcpSevSnp, USER.to_vec(), Evidence::Tpm(ev));
-    gcp_snp_validators()
+    let api = compute_api();
+    gcp_snp_validators(&api)
         .validate_bytes(&d.to_bytes(), NONCE, USER)
         .unwrap();
 }
@@ -149,7 +183,7 @@ fn gcp_snp_issuer_fetches_the_vcek_from_kds_when_the_table_is_empty() {
             privlevel: None,
             variant: Variant::GcpSevSnp,
         },
-        gce: None,
+        gce: Some(gce()),
     };
     let ak = synth_tpm::ak();
     let info = src
@@ -157,7 +191,8 @@ fn gcp_snp_issuer_fetches_the_vcek_from_kds_when_the_table_is_empty() {
         .unwrap();
     let ev = synth_tpm::evidence(ak, &synth_tpm::pcrs(), info, USER, NONCE);
     let d = AttestationDocument::new(Variant::GcpSevSnp, USER.to_vec(), Evidence::Tpm(ev));
-    gcp_snp_validators()
+    let api = compute_api();
+    gcp_snp_validators(&api)
         .validate_bytes(&d.to_bytes(), NONCE, USER)
         .unwrap();
 }

@@ -446,9 +446,68 @@ fn missing_collateral_with_status_policy() {
     let p = pki();
     let q = quote(&QuoteSpec::default(), &p, &p.pck_key);
     let e = tdx::verify_quote(&q, None, &policy(&p), times()).unwrap_err();
+    assert!(matches!(&e[..], [TdxError::CollateralMissing(_)]), "{e:?}");
+}
+
+#[test]
+fn revoked_pck_is_refused_and_crls_are_required_for_a_status() {
+    let p = pki();
+    let q = quote(&QuoteSpec::default(), &p, &p.pck_key);
+    // The PCK (serial 3) on the platform CA's CRL.
+    let mut c = p.collateral();
+    c.pck_crl = Some(p.pck_crl(&[3]));
+    let e = run(&q, &p, &c, &policy(&p)).unwrap_err();
+    assert!(e.iter().any(|e| matches!(e, TdxError::Revoked(_))), "{e:?}");
+    // The attester leaves out the CRL that revokes it: refused, naming the missing CRL.
+    c.pck_crl = None;
+    assert_eq!(
+        only(run(&q, &p, &c, &policy(&p))),
+        TdxError::CollateralMissing(vec!["PCK CRL".into()])
+    );
+    let mut c = p.collateral();
+    c.root_ca_crl = None;
+    assert_eq!(
+        only(run(&q, &p, &c, &policy(&p))),
+        TdxError::CollateralMissing(vec!["root CA CRL".into()])
+    );
+    // Without a required status (accepted_tcb_status empty) CRLs stay optional.
+    c.pck_crl = None;
+    let pol = TdxPolicy {
+        accepted_tcb_status: vec![],
+        ..policy(&p)
+    };
+    run(&q, &p, &c, &pol).unwrap();
+}
+
+#[test]
+fn tcb_evaluation_data_number_below_policy_minimum_is_refused() {
+    let p = pki();
+    let q = quote(&QuoteSpec::default(), &p, &p.pck_key);
+    // The synthetic TCB info and QE identity carry evaluation number 17.
+    let at = |min: u32| TdxPolicy {
+        minimum_tcb_evaluation_data_number: min,
+        ..policy(&p)
+    };
+    run(&q, &p, &p.collateral(), &at(17)).unwrap();
+    let e = run(&q, &p, &p.collateral(), &at(18)).unwrap_err();
     assert_eq!(
         e,
-        vec![TdxError::CollateralMissing(vec!["UpToDate".into()])]
+        vec![
+            TdxError::TcbEvaluationDataNumber {
+                what: "TCB info",
+                got: 17,
+                min: 18
+            },
+            TdxError::TcbEvaluationDataNumber {
+                what: "QE identity",
+                got: 17,
+                min: 18
+            },
+        ]
+    );
+    assert!(
+        e[0].to_string()
+            .contains("minimum_tcb_evaluation_data_number")
     );
 }
 

@@ -7,9 +7,10 @@ use base64::Engine;
 use common::{now, td};
 use constellation_attest::azure::{self, AzureError, HclReport, HwKind, TdReport};
 use constellation_attest::certs::Cert;
-use constellation_attest::policy::{SnpPolicy, TdxPolicy};
+use constellation_attest::policy::{MinTcb, Policy, SnpPolicy, TdxPolicy};
 use constellation_attest::snp::{AmdRoots, Generation};
 use constellation_attest::tdx::{Quote, Times};
+use constellation_attest::variant::Variant;
 use serde_json::Value;
 
 fn b64url(s: &str) -> Vec<u8> {
@@ -37,8 +38,27 @@ fn tpm_quote(q: &Value) -> (Vec<u8>, Vec<u8>, Vec<Vec<u8>>) {
     (f(&q["message"]), f(&q["signature"]), pcrs)
 }
 
+/// azure-sev-snp's default policy (Azure's ID-key digests, the Milan minimum TCB). Real Azure
+/// evidence must pass it unchanged.
 fn snp_policy() -> SnpPolicy {
-    SnpPolicy::default()
+    Policy::for_variant(Variant::AzureSevSnp).snp
+}
+
+/// The default plus an explicit Genoa minimum: the defaults name none for Genoa, so a Genoa
+/// report is refused until the operator sets one (here: the level of the Azure Genoa evidence).
+fn snp_policy_genoa() -> SnpPolicy {
+    let mut p = snp_policy();
+    p.minimum_tcb_by_generation.insert(
+        "genoa".into(),
+        MinTcb {
+            bootloader: 10,
+            tee: 0,
+            snp: 23,
+            microcode: 84,
+            fmc: 0,
+        },
+    );
+    p
 }
 
 #[test]
@@ -96,6 +116,11 @@ fn trustee_hcl_report_milan_and_its_tpm_quote() {
 }
 
 fn check_evidence(rel: &str, generation: Generation, nonce: Option<&[u8]>) {
+    let policy = if generation == Generation::Genoa {
+        snp_policy_genoa()
+    } else {
+        snp_policy()
+    };
     let Some(e) = json(rel) else { return };
     let (report, vcek, quote) = if e.get("version").is_some() {
         (
@@ -116,10 +141,28 @@ fn check_evidence(rel: &str, generation: Generation, nonce: Option<&[u8]>) {
         None,
         &AmdRoots::builtin(),
         Some(now()),
-        &snp_policy(),
+        &policy,
     )
     .unwrap();
     assert_eq!(v.hardware.generation, generation, "{rel}");
+    if generation == Generation::Genoa {
+        // Under the default alone a Genoa report is refused, naming the setting.
+        let errs = azure::verify_snp(
+            &report,
+            &vcek,
+            None,
+            &AmdRoots::builtin(),
+            Some(now()),
+            &snp_policy(),
+        )
+        .unwrap_err();
+        let msg: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert!(
+            msg.iter()
+                .any(|m| m.contains("minimum_tcb_by_generation.genoa")),
+            "{msg:?}"
+        );
+    }
     assert_eq!(v.hardware.version, 3, "{rel}");
     let claims = HclReport::parse(&report).unwrap().claims().unwrap();
     let (m, s, pcrs) = tpm_quote(quote);

@@ -50,6 +50,11 @@ fn route(path: &str) -> Option<(String, Vec<(String, String)>)> {
         ))
     } else if path == "/tdx/certification/v4/qe/identity" {
         Some(("tdx/go-tdx-guest-qe-identity-2023-06.json".into(), vec![]))
+    } else if path == "/sgx/certification/v4/rootcacrl" {
+        Some((
+            "tdx/go-tdx-guest-intel-root-ca-2023-04.crl.der".into(),
+            vec![],
+        ))
     } else if path.starts_with("/sgx/certification/v4/pckcrl") {
         Some((
             "tdx/go-tdx-guest-pck-platform-ca-2023-06.crl.der".into(),

@@ -263,6 +263,37 @@ fn azure_constellation_report_verifies_and_binds_runtime_claims() {
         .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
         .collect();
     assert_eq!(h, vec![604, 1, 2, 1, 584]);
+    // azure-sev-snp's default policy refuses this older firmware: its TCB is below the Milan
+    // minimum and its ID key is not among Azure's current ones.
+    let azure = constellation_attest::policy::Policy::for_variant(
+        constellation_attest::variant::Variant::AzureSevSnp,
+    )
+    .snp;
+    let errs = verify(
+        &r[..1184],
+        &a,
+        None,
+        Some(now()),
+        &azure,
+        &ReportDataBinding::AzureRuntimeData(claims.clone()),
+    )
+    .unwrap_err();
+    assert!(
+        errs.iter().any(|e| matches!(
+            e,
+            SnpError::TcbBelowMinimum {
+                component: "snp",
+                got: 6,
+                min: 8,
+                ..
+            }
+        )),
+        "{errs:?}"
+    );
+    assert!(
+        errs.iter().any(|e| matches!(e, SnpError::IdKeyDigest(_))),
+        "{errs:?}"
+    );
     // Other runtime data does not bind.
     let errs = verify(
         &r[..1184],
@@ -304,15 +335,21 @@ fn aws_constellation_vlek_report() {
         .try_into()
         .unwrap();
     let binding = ReportDataBinding::Exact(digest);
+    // aws-sev-snp's default policy: VLEK only, an AWS CSP id, the Milan minimum TCB.
+    let aws = constellation_attest::policy::Policy::for_variant(
+        constellation_attest::variant::Variant::AwsSevSnp,
+    )
+    .snp;
     let c = verify(
         &r,
         &vlek,
         Some(&chain[0]),
         Some(t("2025-06-01T00:00:00Z")),
-        &SnpPolicy::default(),
+        &aws,
         &binding,
     )
     .unwrap();
+    assert_eq!(c.csp_id.as_deref(), Some("CN=cc-eu-west-1.amazonaws.com"));
     assert_eq!(c.signer, SignerKind::Vlek);
     assert_eq!(c.platform_info, 0x27);
     assert_eq!(

@@ -260,4 +260,51 @@ mod tests {
         assert!(r[REFUSAL_LINES - 1].reason.contains("index 4:"));
         assert!(r[REFUSAL_LINES - 1].time.ends_with('Z'));
     }
+
+    /// A handshake that times out or a client that sends junk and hangs up is not a refusal:
+    /// the provider would read it as a verdict on a pending node's image.
+    #[test]
+    fn timed_out_and_reset_handshakes_are_not_refusals() {
+        use constellation_attest::atls::{AtlsServer, serve_routes};
+        use constellation_attest::validator::Validators;
+        use tokio::io::AsyncWriteExt;
+        let ring = LogRing::new();
+        let sub = tracing_subscriber::registry().with(RefusalLayer::new(ring.clone()));
+        let _guard = tracing::subscriber::set_default(sub);
+        // One thread: the server's tasks log under this thread's subscriber.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let validators = Validators::new(vec![Arc::new(
+                constellation_attest::qemu_vtpm::validator(Default::default()),
+            )]);
+            let server = AtlsServer::new(None, Some(validators))
+                .unwrap()
+                .with_timeout(std::time::Duration::from_millis(200));
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let serve = tokio::spawn(serve_routes(
+                tonic::service::Routes::default(),
+                listener,
+                server,
+                async {
+                    let _ = stopped.await;
+                },
+            ));
+            // A client that connects and says nothing until the handshake times out.
+            let idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+            // A client that sends junk and hangs up.
+            let mut junk = tokio::net::TcpStream::connect(addr).await.unwrap();
+            junk.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+            drop(junk);
+            tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+            drop(idle);
+            let _ = stop.send(());
+            let _ = serve.await;
+        });
+        assert!(ring.refusals().is_empty(), "{:?}", ring.refusals());
+    }
 }

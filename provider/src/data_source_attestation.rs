@@ -81,9 +81,15 @@ fn build(cfg: &Config) -> Result<AttestationConfig, Diagnostics> {
                 .to_string(),
         );
     }
+    // Omitted policy fields take the variant's defaults (Azure's ID-key digests, VLEK-only on
+    // AWS, a minimum SEV-SNP TCB, ...).
     let policy = match &cfg.policy_json {
-        None => Some(Policy::default()),
-        Some(json) => match Policy::from_json(json.as_bytes()) {
+        None => variant.map(Policy::for_variant),
+        // An unknown variant is reported at its attribute; the policy is still checked.
+        Some(json) => match variant.map_or_else(
+            || Policy::from_json(json.as_bytes()),
+            |v| Policy::from_json_for(v, json.as_bytes()),
+        ) {
             Ok(p) => Some(p),
             Err(e) => {
                 d.error_at(
@@ -158,7 +164,13 @@ impl DataSource for AttestationDataSource {
                 .attribute(
                     Attribute::optional("policy_json", Type::String).description(
                         "Hardware policy (JSON, docs/attestation-policy.md): minimum TCB, allowed \
-                     VMPLs, TDX TCB statuses and so on. Omitted: the strict default policy.",
+                     VMPLs, TDX TCB statuses and so on. Omitted fields take the variant's \
+                     defaults: a minimum SEV-SNP TCB (Milan), Azure's ID-key digests for \
+                     `azure-sev-snp`, VLEK-only signing by an AWS CSP for `aws-sev-snp`, TDX TCB \
+                     status `UpToDate` with both CRLs. Settings no default can supply must be \
+                     given: `gcp.compute_api_url` for `gcp-sev-snp` and `gcp-sev-es`, `tdx.mrtd` \
+                     and `tdx.mrseam` for `azure-tdx`. A policy that leaves the attestation key's \
+                     binding to the cloud incomplete is an error naming the setting.",
                     ),
                 )
                 .attribute(
@@ -217,6 +229,25 @@ mod tests {
         assert!(
             json.starts_with(r#"{"variant":"qemu-vtpm","measurements":{"4":"#),
             "{json}"
+        );
+    }
+
+    #[test]
+    fn variant_defaults_apply_and_incomplete_bindings_name_the_setting() {
+        // azure-sev-snp without policy_json: Azure's ID-key digests and a minimum TCB.
+        let c = build(&cfg("azure-sev-snp", &"ab".repeat(32))).unwrap();
+        assert!(!c.policy.snp.accepted_id_key_digests.is_empty());
+        assert!(!c.policy.snp.minimum_tcb_by_generation.is_empty());
+        // azure-tdx cannot default MRTD/MRSEAM: refused at policy_json, naming them.
+        let d = build(&cfg("azure-tdx", &"ab".repeat(32))).unwrap_err();
+        let text = format!("{d:?}");
+        assert!(text.contains("policy.tdx.mrtd"), "{text}");
+        assert!(
+            d.iter().any(|d| d
+                .attribute
+                .as_ref()
+                .is_some_and(|a| a.to_string() == "policy_json")),
+            "{text}"
         );
     }
 

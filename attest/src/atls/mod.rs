@@ -34,6 +34,11 @@ pub use tonic_io::{
 
 use crate::validator::{IssueError, Issuer, ValidationError, Validators, VerifiedClaims};
 
+/// How the text of an [`AtlsError::Rejected`] begins: a peer presented attestation evidence
+/// and it failed validation. Only such failures are refusals worth reporting; timeouts, resets
+/// and TLS-level failures say nothing about the peer's image.
+pub const REJECTED_PREFIX: &str = "peer attestation rejected: ";
+
 /// Why an aTLS handshake or configuration failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -55,7 +60,7 @@ pub enum AtlsError {
     #[error("peer certificate is not valid X.509: {0}")]
     BadCertificate(String),
     /// The peer's attestation did not validate.
-    #[error("peer attestation rejected: {0}")]
+    #[error("{REJECTED_PREFIX}{0}")]
     Rejected(#[from] ValidationError),
     /// Our own attestation could not be produced.
     #[error("issuing our attestation failed: {0}")]
@@ -80,6 +85,14 @@ pub enum AtlsError {
         /// What is wrong.
         message: String,
     },
+}
+
+impl AtlsError {
+    /// Whether the peer's attestation evidence was checked and failed: a refusal. A timeout, a
+    /// reset connection or a TLS failure is not one (a slow quote or a client retry causes those).
+    pub fn is_attestation_rejection(&self) -> bool {
+        matches!(self, AtlsError::Rejected(_))
+    }
 }
 
 /// The crate's single crypto provider: aws-lc-rs (the provider binary needs it for Terraform's
@@ -306,6 +319,29 @@ impl AtlsServer {
         match res {
             Ok(stream) => Ok((stream, out.claims.take())),
             Err(e) => Err(out.error.take().unwrap_or(AtlsError::Tls(e))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_rejected_attestation_is_a_refusal() {
+        let rejected = AtlsError::Rejected(ValidationError::VariantMismatch {
+            expected: crate::variant::Variant::QemuVtpm,
+            got: crate::variant::Variant::QemuTdx,
+        });
+        assert!(rejected.is_attestation_rejection());
+        assert!(rejected.to_string().starts_with(REJECTED_PREFIX));
+        for transient in [
+            AtlsError::Timeout(Duration::from_secs(30)),
+            AtlsError::Tls(std::io::Error::from(std::io::ErrorKind::ConnectionReset)),
+            AtlsError::MissingNonce("client's SNI"),
+        ] {
+            assert!(!transient.is_attestation_rejection(), "{transient}");
+            assert!(!transient.to_string().starts_with(REJECTED_PREFIX));
         }
     }
 }

@@ -123,7 +123,12 @@ pub async fn serve_router(
                         };
                         let _ = tx.send(Ok(AtlsServerStream { inner, info })).await;
                     }
-                    Err(e) => tracing::warn!(peer = %addr, error = %e, "aTLS handshake refused"),
+                    // Only a rejected attestation is a refusal (the node reports those as
+                    // verdicts about the peer's image); other failures are transient.
+                    Err(e) if e.is_attestation_rejection() => {
+                        tracing::warn!(peer = %addr, error = %e, "aTLS handshake refused");
+                    }
+                    Err(e) => tracing::info!(peer = %addr, error = %e, "aTLS handshake failed"),
                 }
             });
         }

@@ -36,7 +36,7 @@ struct Common {
     /// Reference time for certificate validity (RFC 3339), or "skip". Default: now.
     #[arg(long)]
     at: Option<String>,
-    /// Policy JSON (docs/attestation-policy.md). Default: the strict policy.
+    /// Policy JSON (docs/attestation-policy.md). Default: the variant-independent base policy.
     #[arg(long)]
     policy: Option<PathBuf>,
 }
@@ -96,7 +96,8 @@ enum Cmd {
         #[command(flatten)]
         doc: DocArgs,
         /// Policy JSON (docs/attestation-policy.md): hardware policy and the cloud endpoints
-        /// some variants need (gcp-sev-es, azure-trustedlaunch, aws-nitro-tpm). Default: strict.
+        /// some variants need (gcp-sev-es, gcp-sev-snp, azure-trustedlaunch, aws-nitro-tpm, azure-tdx).
+        /// Omitted fields: the document's variant's defaults.
         /// Not with --config, whose policy applies.
         #[arg(long)]
         policy: Option<PathBuf>,
@@ -189,7 +190,12 @@ impl DocArgs {
                 variant: doc.variant,
                 measurements: Measurements::from_json(&String::from_utf8_lossy(&read(m)?))
                     .context("measurements JSON")?,
-                policy: read_policy(policy_path)?,
+                policy: match policy_path {
+                    // The document's variant decides the defaults of omitted policy fields.
+                    None => Policy::for_variant(doc.variant),
+                    Some(p) => Policy::from_json_for(doc.variant, &read(p)?)
+                        .with_context(|| format!("policy {}", p.display()))?,
+                },
             },
             (None, None) => anyhow::bail!("--measurements or --config is required"),
         };

@@ -555,20 +555,33 @@ impl Pcs {
             })?;
         let qe_url = format!("{base}/tdx/certification/v4/qe/identity");
         let qe = self.cache.get(self.http.as_ref(), &qe_url)?;
+        // Both CRLs: a verifier that requires a TCB status refuses collateral without them.
         let crl_url = format!("{base}/sgx/certification/v4/pckcrl?ca=platform&encoding=der");
-        let crl = self
-            .cache
-            .get(self.http.as_ref(), &crl_url)
-            .ok()
-            .map(|r| r.body);
+        let pck_crl = self.cache.get(self.http.as_ref(), &crl_url)?.body;
+        let root_url = format!("{base}/sgx/certification/v4/rootcacrl");
+        let root_crl = der_or_hex(self.cache.get(self.http.as_ref(), &root_url)?.body);
         Ok(crate::tdx::CollateralFiles {
             tcb_info: Some(tcb.body.clone()),
             qe_identity: Some(qe.body),
             tcb_signing_chain: Some(url_decode(chain)),
-            pck_crl: crl,
-            root_ca_crl: None,
+            pck_crl: Some(pck_crl),
+            root_ca_crl: Some(root_crl),
         })
     }
+}
+
+/// PCS serves the root CA CRL as DER, older API versions as its hex encoding; a DER CRL starts
+/// with a SEQUENCE tag (0x30), never with two hex digits.
+fn der_or_hex(body: Vec<u8>) -> Vec<u8> {
+    let text = body.trim_ascii();
+    if text.len() >= 2
+        && text.len().is_multiple_of(2)
+        && text.iter().all(u8::is_ascii_hexdigit)
+        && let Ok(der) = hex::decode(text)
+    {
+        return der;
+    }
+    body
 }
 
 /// Azure Trusted Hardware Identity Management (THIM): the VCEK bundle the Azure host caches for

@@ -3,12 +3,14 @@
 //! * gcp-sev-snp: `instance_info` is [`GcpSnpInstanceInfo`]; the SNP report (VCEK-signed,
 //!   verified to the pinned AMD root) must carry REPORT_DATA = the document's extra data
 //!   (SHA-256(user_data ‖ nonce)) zero-padded to 64 bytes, so the hardware report is fresh for
-//!   this handshake. When the policy configures the Compute API, the AK is additionally checked
-//!   against the instance's shielded-VM identity, as for gcp-sev-es.
+//!   this handshake. The report does not contain the AK, so the AK is also checked against the
+//!   instance's shielded-VM identity from the Compute API, as for gcp-sev-es (required).
 //! * gcp-sev-es: SEV-ES has no attestation report; the AK is trusted because Google's Compute
 //!   API (`instances.getShieldedInstanceIdentity`) names it as the instance's vTPM signing key.
 //!   `instance_info` is [`GceInstance`] (project, zone, name — untrusted, from the metadata
-//!   server; the API answer for that name is what is trusted).
+//!   server; the API answer for that name is what is trusted). The quoted event log must show
+//!   that the VM runs with AMD SEV memory encryption (GCE's `NonHostInfo` event in PCR 0), so a
+//!   plain Shielded VM of the same project is refused.
 
 use std::sync::Arc;
 
@@ -101,11 +103,14 @@ pub enum GcpAkError {
         "the attestation key is not the vTPM signing key the Compute API reports for instance {0}"
     )]
     AkMismatch(String),
-    /// gcp-sev-es needs the Compute API but the policy configures none.
+    /// The variant needs the Compute API but the policy configures none.
     #[error(
-        "gcp-sev-es needs policy.gcp.compute_api_url (the AK is trusted only through the Compute API)"
+        "{0} needs policy.gcp.compute_api_url, e.g. https://compute.googleapis.com (the AK is trusted only through the Compute API)"
     )]
-    NoApi,
+    NoApi(Variant),
+    /// The event log does not show an AMD SEV VM.
+    #[error("gcp-sev-es: {0}")]
+    NotSev(String),
 }
 
 /// Why the Compute API call failed.
@@ -232,7 +237,7 @@ pub struct GcpSnpAkTrust {
     pub roots: AmdRoots,
     /// SNP policy.
     pub policy: SnpPolicy,
-    /// Optional Compute API check of the AK.
+    /// Compute API check of the AK (None: every AK is refused, the binding is incomplete).
     pub api: Option<Arc<dyn ShieldedIdentitySource>>,
     /// Projects accepted by the API check (empty: any).
     pub allowed_projects: Vec<String>,
@@ -277,17 +282,19 @@ impl AkTrust for GcpSnpAkTrust {
             &ReportDataBinding::GcpExtraData(extra_data.to_vec()),
         )
         .map_err(|e| platform(v, GcpAkError::Hardware(e)))?;
-        if let Some(api) = &self.api {
-            let inst = info.gce.as_ref().ok_or_else(|| {
-                platform(
-                    v,
-                    GcpAkError::InstanceInfo(
-                        "gcp-sev-snp JSON without `gce` (needed for the Compute API check)".into(),
-                    ),
-                )
-            })?;
-            check_ak_via_api(v, api.as_ref(), &self.allowed_projects, inst, ak)?;
-        }
+        let api = self
+            .api
+            .as_ref()
+            .ok_or_else(|| platform(v, GcpAkError::NoApi(v)))?;
+        let inst = info.gce.as_ref().ok_or_else(|| {
+            platform(
+                v,
+                GcpAkError::InstanceInfo(
+                    "gcp-sev-snp JSON without `gce` (needed for the Compute API check)".into(),
+                ),
+            )
+        })?;
+        check_ak_via_api(v, api.as_ref(), &self.allowed_projects, inst, ak)?;
         let claims = serde_json::to_value(&verified).unwrap_or_default();
         Ok(PlatformClaims::HardwareVerified { claims })
     }
@@ -321,14 +328,84 @@ impl AkTrust for GcpSevEsAkTrust {
         let v = Variant::GcpSevEs;
         let inst: GceInstance = serde_json::from_slice(&evidence.instance_info)
             .map_err(|e| platform(v, GcpAkError::InstanceInfo(format!("gcp-sev-es JSON: {e}"))))?;
+        let technology = sev_technology(evidence).map_err(|e| platform(v, e))?;
         check_ak_via_api(v, self.api.as_ref(), &self.allowed_projects, &inst, ak)?;
         let claims = serde_json::json!({
+            "confidential_technology": technology,
             "ak_source": "compute.instances.getShieldedInstanceIdentity",
             "project_id": inst.project_id,
             "zone": inst.zone,
             "instance_name": inst.instance_name,
         });
         Ok(PlatformClaims::CloudVouchedAk { claims })
+    }
+}
+
+/// TCG event type of GCE's platform event (`EV_NONHOST_INFO`).
+const EV_NONHOST_INFO: u32 = 0x11;
+/// Prefix of GCE's `EV_NONHOST_INFO` event data; the next byte is the confidential technology.
+const GCE_NONHOST_INFO_SIGNATURE: &[u8; 16] = b"GCE NonHostInfo\0";
+/// GCE confidential-technology values that mean AMD SEV memory encryption (SEV, SEV-ES).
+const GCE_TECH_AMD_SEV: u8 = 1;
+const GCE_TECH_AMD_SEV_ES: u8 = 2;
+
+/// The confidential technology GCE's firmware recorded in PCR 0, which must be AMD SEV or SEV-ES.
+/// Only PCR 0 events are read, and only when the log replays to the document's PCR 0 value; the
+/// TPM validator then checks that value against the quote, so the event is as trusted as the
+/// quote.
+pub fn sev_technology(evidence: &TpmEvidence) -> Result<&'static str, GcpAkError> {
+    use crate::eventlog::{EventLog, TPM_ALG_SHA256};
+    use sha2::Digest;
+    let not_sev = |m: String| GcpAkError::NotSev(m);
+    let log = evidence.event_log.as_ref().ok_or_else(|| {
+        not_sev("the evidence has no event log, so it cannot show that the VM runs AMD SEV".into())
+    })?;
+    let pcr0 = evidence.pcrs.get(&0).ok_or_else(|| {
+        not_sev("PCR 0 is not quoted, so the GCE platform event is not covered".into())
+    })?;
+    let log = EventLog::parse(log).map_err(|e| not_sev(format!("event log: {e}")))?;
+    let replayed = log
+        .replay(TPM_ALG_SHA256)
+        .map_err(|e| not_sev(format!("event log: {e}")))?;
+    if replayed.get(&0).map(Vec::as_slice) != Some(pcr0.as_slice()) {
+        return Err(not_sev(
+            "the event log does not replay to the quoted PCR 0".into(),
+        ));
+    }
+    let mut found = None;
+    for e in log
+        .events
+        .iter()
+        .filter(|e| e.pcr == 0 && e.event_type == EV_NONHOST_INFO)
+    {
+        if let Some(rest) = e.data.strip_prefix(GCE_NONHOST_INFO_SIGNATURE.as_slice())
+            && let Some(&tech) = rest.first()
+        {
+            // The replay covers the digest, not the data: the data counts only when it is what
+            // was measured.
+            let measured: [u8; 32] = sha2::Sha256::digest(&e.data).into();
+            if e.sha256() != Some(measured) {
+                return Err(not_sev(
+                    "the GCE NonHostInfo event's data is not what its PCR 0 digest measured".into(),
+                ));
+            }
+            if found.is_some() {
+                return Err(not_sev(
+                    "the event log has more than one GCE NonHostInfo event".into(),
+                ));
+            }
+            found = Some(tech);
+        }
+    }
+    match found {
+        Some(GCE_TECH_AMD_SEV) => Ok("AMD_SEV"),
+        Some(GCE_TECH_AMD_SEV_ES) => Ok("AMD_SEV_ES"),
+        Some(t) => Err(not_sev(format!(
+            "GCE reports confidential technology {t} in PCR 0, not AMD SEV (1) or SEV-ES (2): the VM does not run with SEV memory encryption"
+        ))),
+        None => Err(not_sev(
+            "the event log has no GCE NonHostInfo event in PCR 0, so it does not show that the VM runs AMD SEV".into(),
+        )),
     }
 }
 
@@ -365,7 +442,7 @@ pub fn sev_es_validator(
     measurements: Measurements,
     gcp: &GcpPolicy,
 ) -> Result<TpmValidator, GcpAkError> {
-    let api = api_from_policy(gcp).ok_or(GcpAkError::NoApi)?;
+    let api = api_from_policy(gcp).ok_or(GcpAkError::NoApi(Variant::GcpSevEs))?;
     Ok(sev_es_validator_with(
         measurements,
         api,

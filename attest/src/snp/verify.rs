@@ -147,7 +147,7 @@ pub enum SnpError {
         cert: SignerKind,
     },
     /// Policy does not accept this signer kind.
-    #[error("signer {0:?} not accepted by policy")]
+    #[error("signer {0:?} not accepted by policy.snp.signers")]
     SignerNotAllowed(SignerKind),
     /// A leaf TCB extension differs from REPORTED_TCB.
     #[error("leaf certificate {component} SPL {cert} differs from REPORTED_TCB {report}")]
@@ -166,6 +166,22 @@ pub enum SnpError {
         cert: String,
         /// CHIP_ID hex.
         report: String,
+    },
+    /// The policy lists minimum TCBs per generation, but not for this one.
+    #[error(
+        "the policy has no minimum TCB for {0} processors: add policy.snp.minimum_tcb_by_generation.{lower} (or policy.snp.minimum_tcb)",
+        lower = .0.to_ascii_lowercase()
+    )]
+    NoMinimumTcb(&'static str),
+    /// The signing key's CSP id is not accepted (or a VCEK, which has none, signed).
+    #[error(
+        "signing key CSP id {got:?} is not in policy.snp.allowed_csp_ids {allowed:?} (a VCEK has no CSP id; this variant expects a VLEK of the named cloud)"
+    )]
+    CspNotAllowed {
+        /// The leaf's CSP id (None for a VCEK).
+        got: Option<String>,
+        /// The accepted ids.
+        allowed: Vec<String>,
     },
     /// A TCB is below the policy minimum.
     #[error("{which} TCB component {component} is {got}, policy minimum is {min}")]
@@ -667,9 +683,19 @@ pub fn verify_report(
             });
         }
     }
-    if let Some(min) = &policy.minimum_tcb {
+    if let Some(min) = policy.minimum_tcb_for(signer.generation.name()) {
         tcb_min_check("reported", &reported, min, &mut errs);
         tcb_min_check("committed", &committed, min, &mut errs);
+    } else if !policy.minimum_tcb_by_generation.is_empty() {
+        // A per-generation list that omits this generation: the SPL numbers of the listed ones
+        // say nothing about it, so refuse rather than accept any firmware.
+        errs.push(SnpError::NoMinimumTcb(signer.generation.name()));
+    }
+    if !policy.csp_id_allowed(signer.csp_id.as_deref()) {
+        errs.push(SnpError::CspNotAllowed {
+            got: signer.csp_id.clone(),
+            allowed: policy.allowed_csp_ids.clone(),
+        });
     }
     if !policy.allowed_vmpls.contains(&report.vmpl()) {
         errs.push(SnpError::Vmpl {

@@ -165,6 +165,9 @@ pub struct QeIdentity {
     pub issue_date: String,
     /// Next update.
     pub next_update: String,
+    /// Evaluation data number (absent in some older documents: then below any minimum).
+    #[serde(default)]
+    pub tcb_evaluation_data_number: Option<u32>,
     /// MISCSELECT (hex).
     pub miscselect: String,
     /// Mask (hex).

@@ -167,9 +167,24 @@ pub enum TdxError {
     /// QE SVN below every level.
     #[error("QE ISVSVN {0} is below every QE identity TCB level")]
     QeTcbNotSupported(u16),
-    /// Collateral needed for a TCB status is missing.
-    #[error("policy requires TCB status {0:?} but no TCB info/QE identity collateral was given")]
+    /// Collateral needed for a TCB status is missing (what is missing).
+    #[error(
+        "the policy requires a TCB status, but the collateral lacks {}: give TCB info, QE identity, PCK CRL and Intel SGX Root CA CRL (or set accepted_tcb_status to [])",
+        .0.join(", ")
+    )]
     CollateralMissing(Vec<String>),
+    /// The collateral's tcbEvaluationDataNumber is below the policy minimum.
+    #[error(
+        "{what} tcbEvaluationDataNumber {got} is below the policy minimum {min} (policy.tdx.minimum_tcb_evaluation_data_number): the collateral predates the required TCB recovery"
+    )]
+    TcbEvaluationDataNumber {
+        /// "TCB info" or "QE identity".
+        what: &'static str,
+        /// Number in the collateral (0 when absent).
+        got: u32,
+        /// Policy minimum.
+        min: u32,
+    },
     /// TCB status not accepted.
     #[error("TCB status {status} not accepted (accepted: {accepted:?})")]
     TcbStatus {
@@ -531,6 +546,54 @@ pub fn verify_collateral(
     })
 }
 
+/// What the policy demands of the collateral beyond its signatures: both CRLs when a TCB status
+/// is required (without them a revoked PCK would pass), and a minimum tcbEvaluationDataNumber
+/// (else an older, still unexpired TCB info from before a TCB recovery would pass).
+fn collateral_policy_errors(
+    col: &VerifiedCollateral,
+    policy: &TdxPolicy,
+    errs: &mut Vec<TdxError>,
+) {
+    if !policy.accepted_tcb_status.is_empty() {
+        let mut missing = Vec::new();
+        if col.pck_crl.is_none() {
+            missing.push("PCK CRL".to_string());
+        }
+        if col.root_crl.is_none() {
+            missing.push("root CA CRL".to_string());
+        }
+        if !missing.is_empty() {
+            errs.push(TdxError::CollateralMissing(missing));
+        }
+    }
+    let min = policy.minimum_tcb_evaluation_data_number;
+    if min > 0 {
+        let numbers = [
+            (
+                "TCB info",
+                col.tcb_info
+                    .as_ref()
+                    .map(|t| t.body.tcb_evaluation_data_number),
+            ),
+            (
+                "QE identity",
+                col.qe_identity
+                    .as_ref()
+                    .map(|q| q.body.tcb_evaluation_data_number.unwrap_or(0)),
+            ),
+        ];
+        for (what, n) in numbers {
+            match n {
+                Some(got) if got < min => {
+                    errs.push(TdxError::TcbEvaluationDataNumber { what, got, min })
+                }
+                Some(_) => {}
+                None => errs.push(TdxError::CollateralMissing(vec![what.to_string()])),
+            }
+        }
+    }
+}
+
 /// Verified claims of a TDX quote.
 #[derive(Debug, Clone, Serialize)]
 pub struct VerifiedTdx {
@@ -719,10 +782,24 @@ impl TdxVerifier {
                 Ok(s) => status = Some(s),
                 Err(e) => errs.extend(e),
             },
-            (None, _) if !policy.accepted_tcb_status.is_empty() => errs.push(
-                TdxError::CollateralMissing(policy.accepted_tcb_status.clone()),
-            ),
+            (None, _) if !policy.accepted_tcb_status.is_empty() => {
+                errs.push(TdxError::CollateralMissing(
+                    ["TCB info", "QE identity", "PCK CRL", "root CA CRL"]
+                        .map(String::from)
+                        .to_vec(),
+                ));
+            }
             _ => {}
+        }
+        if let Some(col) = &self.collateral {
+            collateral_policy_errors(col, policy, &mut errs);
+        } else if policy.minimum_tcb_evaluation_data_number > 0
+            && policy.accepted_tcb_status.is_empty()
+        {
+            errs.push(TdxError::CollateralMissing(vec![
+                "TCB info and QE identity (policy.tdx.minimum_tcb_evaluation_data_number is set)"
+                    .into(),
+            ]));
         }
         if let Some(s) = status
             && !policy.accepted_tcb_status.is_empty()

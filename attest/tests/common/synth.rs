@@ -342,3 +342,47 @@ impl Rep {
         r
     }
 }
+
+/// A DER CRL (v2, ecdsa-with-SHA256) issued by `issuer`, listing `revoked` serial numbers.
+pub fn make_crl(
+    issuer: &str,
+    revoked: &[u8],
+    validity: (u64, u64),
+    key: &p256::ecdsa::SigningKey,
+) -> Vec<u8> {
+    use x509_cert::crl::{CertificateList, RevokedCert, TbsCertList};
+    let alg = AlgorithmIdentifierOwned {
+        oid: ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2"),
+        parameters: None,
+    };
+    let revoked: Vec<RevokedCert> = revoked
+        .iter()
+        .map(|s| RevokedCert {
+            serial_number: SerialNumber::new(&[*s]).unwrap(),
+            revocation_date: time(validity.0),
+            crl_entry_extensions: None,
+        })
+        .collect();
+    let tbs = TbsCertList {
+        version: x509_cert::Version::V2,
+        signature: alg.clone(),
+        issuer: Name::from_str(&format!("CN={issuer}")).unwrap(),
+        this_update: time(validity.0),
+        next_update: Some(time(validity.1)),
+        revoked_certificates: if revoked.is_empty() {
+            None
+        } else {
+            Some(revoked)
+        },
+        crl_extensions: None,
+    };
+    let tbs_der = tbs.to_der().unwrap();
+    let s: p256::ecdsa::Signature = key.sign(&tbs_der);
+    CertificateList {
+        tbs_cert_list: tbs,
+        signature_algorithm: alg,
+        signature: BitString::from_bytes(s.to_der().as_bytes()).unwrap(),
+    }
+    .to_der()
+    .unwrap()
+}

@@ -7,7 +7,7 @@ use p256::ecdsa::signature::Signer as _;
 use p256::pkcs8::EncodePublicKey;
 use sha2::{Digest, Sha256};
 
-use super::synth::{Signer, Y2020, Y2040, ca_exts, make_cert};
+use super::synth::{Signer, Y2020, Y2040, ca_exts, make_cert, make_crl};
 
 pub fn tlv(tag: u8, c: &[u8]) -> Vec<u8> {
     let mut v = vec![tag];
@@ -216,9 +216,22 @@ impl IntelPki {
                     .into_bytes(),
             ),
             tcb_signing_chain: Some(self.signing_chain_pem().into_bytes()),
-            pck_crl: None,
-            root_ca_crl: None,
+            pck_crl: Some(self.pck_crl(&[])),
+            root_ca_crl: Some(self.root_crl(&[])),
         }
+    }
+    /// PCK CRL of the platform CA revoking the given serials (the PCK is serial 3).
+    pub fn pck_crl(&self, revoked: &[u8]) -> Vec<u8> {
+        make_crl(
+            "Intel SGX PCK Platform CA",
+            revoked,
+            (Y2020, Y2040),
+            &self.platform_key,
+        )
+    }
+    /// Root CA CRL revoking the given serials (the platform CA is serial 2).
+    pub fn root_crl(&self, revoked: &[u8]) -> Vec<u8> {
+        make_crl("Intel SGX Root CA", revoked, (Y2020, Y2040), &self.root_key)
     }
 }
 

@@ -134,11 +134,9 @@ pub(super) fn refusal_of(
 ) -> Option<Diagnostics> {
     for n in missing {
         let ip = n.private_ip.to_string();
-        // Before Init a control plane has no attestation config and refuses everyone
-        // ("no validator configured"); joiners retry, so that is not a verdict.
         let Some((cp, r)) = refusals.iter().rev().find(|(_, r)| {
             r.peer.rsplit_once(':').map_or(r.peer.as_str(), |(h, _)| h) == ip
-                && !r.reason.contains("no validator configured")
+                && is_attestation_verdict(&r.reason)
         }) else {
             continue;
         };
@@ -155,6 +153,15 @@ pub(super) fn refusal_of(
         ));
     }
     None
+}
+
+/// Whether a control plane's refusal reason is a verdict on the node's image: its attestation
+/// evidence was checked and failed. A timeout or a reset connection (a slow quote, a client
+/// retry) is not, even from a control plane that still lists those; nor is "no validator
+/// configured", which every joiner gets before Init and then retries.
+fn is_attestation_verdict(reason: &str) -> bool {
+    reason.starts_with(constellation_attest::atls::REJECTED_PREFIX)
+        && !reason.contains("no validator configured")
 }
 
 /// Without an owner credential (after an import) membership is established by attestation:
@@ -207,16 +214,54 @@ mod tests {
         };
         // Before Init everyone is refused; not a verdict. Other peers do not count.
         let list = vec![
-            refusal("10.42.0.101:40000", "no validator configured"),
-            refusal("10.42.0.102:40000", "1 measurement(s) differ: index 9"),
+            refusal(
+                "10.42.0.101:40000",
+                "peer attestation rejected: no validator configured for attestation variant qemu-vtpm (configured: [])",
+            ),
+            refusal(
+                "10.42.0.102:40000",
+                "peer attestation rejected: 1 measurement(s) differ: index 9",
+            ),
         ];
         assert!(refusal_of(&r, &list, &[&w]).is_none());
         let list = vec![refusal(
             "10.42.0.101:40001",
-            "1 measurement(s) differ: index 9: expected aa, got bb",
+            "peer attestation rejected: 1 measurement(s) differ: index 9: expected aa, got bb",
         )];
         let d = format!("{:?}", refusal_of(&r, &list, &[&w]).unwrap());
         assert!(d.contains("acc-worker-1"), "{d}");
         assert!(d.contains("index 9") || d.contains("PCR 9"), "{d}");
+    }
+
+    #[test]
+    fn transient_handshake_failures_do_not_fail_the_wait_for_joins() {
+        use constellation_node_api::v1::Refusal;
+        let w = test_node("acc-worker-1", Role::Worker, [10, 42, 0, 101], "/i");
+        let r = test_record(vec![w.clone()]);
+        // What a control plane lists for a joiner whose quote is slow under TCG or whose client
+        // retried: the wait for joins goes on.
+        let transient = [
+            "aTLS handshake timed out after 60s",
+            "TLS handshake failed: connection reset by peer",
+            "TLS handshake failed: unexpected end of file",
+        ];
+        let list: Vec<(String, Refusal)> = transient
+            .iter()
+            .map(|reason| {
+                (
+                    "acc-cp-0".to_string(),
+                    Refusal {
+                        peer: "10.42.0.101:40000".into(),
+                        time: "2026-11-26T00:00:00Z".into(),
+                        reason: (*reason).into(),
+                    },
+                )
+            })
+            .collect();
+        assert!(refusal_of(&r, &list, &[&w]).is_none());
+        // The same text as the node's aTLS error, built from the error type itself.
+        let timeout =
+            constellation_attest::atls::AtlsError::Timeout(std::time::Duration::from_secs(60));
+        assert!(!is_attestation_verdict(&timeout.to_string()));
     }
 }
