@@ -216,6 +216,7 @@ impl QemuCloud {
         tpm.log = Some(dir.join("swtpm.log"));
         let status = tpm
             .command()
+            .map_err(vmm_err(name))?
             .current_dir(dir)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
