@@ -115,9 +115,36 @@ fn tail_of(path: &Path, max: usize) -> String {
 fn live_pid(pid_file: &Path, dir: &Path) -> Option<i32> {
     let pid: i32 = fs::read_to_string(pid_file).ok()?.trim().parse().ok()?;
     let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let needle = dir.as_os_str().as_encoded_bytes();
     // A zombie (exited, not yet reaped) has an empty command line, so it is not "alive".
-    (pid_alive(pid) && cmdline.windows(needle.len()).any(|w| w == needle)).then_some(pid)
+    (pid_alive(pid) && names_dir(&cmdline, dir)).then_some(pid)
+}
+
+/// Whether a NUL-separated command line names `dir` itself or a path inside it: `dir`
+/// followed by `/`, `,` (an option list) or the end of an argument — so `.../w-1` does not
+/// match a process of `.../w-10`.
+fn names_dir(cmdline: &[u8], dir: &Path) -> bool {
+    let needle = dir.as_os_str().as_encoded_bytes();
+    if needle.is_empty() {
+        return false;
+    }
+    cmdline.windows(needle.len()).enumerate().any(|(i, w)| {
+        w == needle
+            && matches!(
+                cmdline.get(i + needle.len()),
+                None | Some(b'/' | b',' | b'\0')
+            )
+    })
+}
+
+/// Creates `dir` (and missing parents) accessible to this user only, and tightens an existing
+/// `dir` to 0700: it holds TPM state, sockets, disks and the serial log.
+fn private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
 }
 
 fn pid_alive(pid: i32) -> bool {
@@ -204,7 +231,7 @@ impl QemuCloud {
     /// restarted node keeps its TPM (endorsement key, NV) and only its PCRs reset.
     fn start_swtpm(&self, name: &str, dir: &Path, manufacture: bool) -> Result<(), CloudError> {
         let state = dir.join("tpm");
-        fs::create_dir_all(&state).map_err(file_err("TPM state directory", dir))?;
+        private_dir(&state).map_err(file_err("TPM state directory", dir))?;
         let socket = dir.join("swtpm.sock");
         // A stale socket from a previous run would make the wait below return at once.
         let _ = fs::remove_file(&socket);
@@ -328,7 +355,7 @@ impl QemuCloud {
                 ),
             });
         }
-        fs::create_dir_all(&dir).map_err(file_err("node directory", &dir))?;
+        private_dir(&dir).map_err(file_err("node directory", &dir))?;
         let result = self.start_in(&dir, spec);
         if result.is_err() {
             self.remove_node_dir(&spec.name);
@@ -598,8 +625,9 @@ impl super::Cloud for QemuCloud {
                         Path::new("/dev/kvm"),
                     ))?;
             }
+            private_dir(&opts.work_dir).map_err(file_err("working directory", &opts.work_dir))?;
             let nodes = opts.work_dir.join("nodes");
-            fs::create_dir_all(&nodes).map_err(file_err("working directory", &nodes))?;
+            private_dir(&nodes).map_err(file_err("working directory", &nodes))?;
             // No load balancer on the host: kubeadm takes the first control plane's address.
             Ok(super::ClusterEndpoint::default())
         })
@@ -715,6 +743,46 @@ mod tests {
         assert_eq!(live_pid(&dir.path().join("qemu.pid"), dir.path()), None);
         fs::write(dir.path().join("qemu.pid"), "not a pid").unwrap();
         assert_eq!(live_pid(&dir.path().join("qemu.pid"), dir.path()), None);
+    }
+
+    #[test]
+    fn a_process_matches_only_its_own_node_directory() {
+        let dir = Path::new("/c/nodes/w-1");
+        for (cmdline, matches) in [
+            (&b"swtpm\0--tpmstate\0dir=/c/nodes/w-1/tpm\0"[..], true),
+            (b"qemu\0-pidfile\0/c/nodes/w-1\0", true),
+            (b"qemu\0-drive\0file=/c/nodes/w-1,format=raw\0", true),
+            (b"qemu\0-pidfile\0/c/nodes/w-1", true),
+            (b"swtpm\0dir=/c/nodes/w-10/tpm\0", false),
+            (b"qemu\0/c/nodes/w-1x/qemu.pid\0", false),
+            (b"", false),
+        ] {
+            assert_eq!(
+                names_dir(cmdline, dir),
+                matches,
+                "{}",
+                String::from_utf8_lossy(cmdline)
+            );
+        }
+        assert!(!names_dir(b"anything", Path::new("")));
+    }
+
+    #[test]
+    fn working_directories_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let base = tempfile::tempdir().unwrap();
+        let dir = base.path().join("a/b");
+        private_dir(&dir).unwrap();
+        for d in [base.path().join("a"), dir.clone()] {
+            let mode = fs::metadata(&d).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{}", d.display());
+        }
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        private_dir(&dir).unwrap();
+        assert_eq!(
+            fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
     }
 
     #[test]
