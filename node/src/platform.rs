@@ -568,7 +568,11 @@ mod tests {
         };
         assert!(!ev.instance_info.is_empty());
         let m = Measurements(
-            [(4, Measurement::enforced(ev.pcrs[&4].to_vec()).expect("PCR 4"))].into(),
+            [(
+                4,
+                Measurement::enforced(ev.pcrs[&4].to_vec()).expect("PCR 4"),
+            )]
+            .into(),
         );
         qemu_vtpm::certified_validator(m, ca.cert_pem())
             .expect("validator")

@@ -11,12 +11,10 @@ use constellation_attest::gcp::GcpSnpInstanceInfoSource;
 use constellation_attest::qemu_tdx::CollateralSource;
 use constellation_attest::qemu_vtpm;
 use constellation_attest::tpm::issuer::{
-    AZURE_AK_CERT_NV_INDEX, AZURE_HCL_REPORT_NV_INDEX, AkSource, DEFAULT_EVENT_LOG_PATH,
-    TpmIssuer, TpmIssuerConfig,
+    AZURE_AK_CERT_NV_INDEX, AZURE_HCL_REPORT_NV_INDEX, AkSource, DEFAULT_EVENT_LOG_PATH, TpmIssuer,
+    TpmIssuerConfig,
 };
-use constellation_attest::validator::{
-    InstanceInfoSource, IssueError, Issuer, StaticInstanceInfo,
-};
+use constellation_attest::validator::{InstanceInfoSource, IssueError, Issuer, StaticInstanceInfo};
 use constellation_attest::variant::Variant;
 
 use crate::lock::{ClusterLock, LockError};

@@ -15,6 +15,10 @@
 //! - Host access: a user-mode (slirp) NIC with `restrict=on` (the guest cannot open
 //!   connections to the host or beyond) and `hostfwd` from free loopback ports to the node's
 //!   service ports.
+//! - Attestation-key root: every swtpm is manufactured here, so right after manufacture its AK
+//!   is derived in the TPM and certified by the cluster's AK CA, and template and certificate
+//!   go into the TPM's NV (`constellation_vmm::tpm`), as cloud vTPMs are provisioned. The CA
+//!   (`ak-ca.pem`, key `ak-ca-key.pem`, 0600) lives in the 0700 working directory only.
 //! - QMP (through the `qapi` crate) for status and graceful shutdown.
 //! - Both daemonize (and change to `/`), so every path they get is absolute; unix socket
 //!   paths are limited to 107 bytes, which is checked with a message naming the fix.
@@ -27,6 +31,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use constellation_attest::qemu_vtpm::{self, AkCa};
 use constellation_node_api::metadata::NodeMetadata;
 use constellation_node_api::ports;
 use constellation_vmm::VmmError;
@@ -89,6 +94,10 @@ pub struct QemuCloud {
     opts: QemuOptions,
 }
 
+/// The cluster's qemu-vtpm AK CA certificate and key in the working directory.
+const AK_CA_CERT: &str = "ak-ca.pem";
+const AK_CA_KEY: &str = "ak-ca-key.pem";
+
 /// The node's state disk in its directory.
 const STATE_DISK: &str = "state.raw";
 
@@ -134,6 +143,23 @@ fn names_dir(cmdline: &[u8], dir: &Path) -> bool {
                 None | Some(b'/' | b',' | b'\0')
             )
     })
+}
+
+/// Writes `bytes` to `path` readable by this user only, durably and atomically (a temporary
+/// file renamed over it).
+fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let _ = fs::remove_file(&tmp);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    fs::rename(&tmp, path)
 }
 
 /// Creates `dir` (and missing parents) accessible to this user only, and tightens an existing
@@ -227,6 +253,44 @@ impl QemuCloud {
         Ok(())
     }
 
+    /// The cluster's AK CA (see `constellation_attest::qemu_vtpm`): loaded from the working
+    /// directory, created there on first use. Its key never leaves that 0700 directory (not in
+    /// Terraform state, not in logs); its certificate is what validators must trust.
+    pub fn ak_ca(&self) -> Result<AkCa, CloudError> {
+        // Nodes are created concurrently: one creator, everyone else loads.
+        static CREATE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _guard = CREATE
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let dir = &self.opts.work_dir;
+        let (cert_path, key_path) = (dir.join(AK_CA_CERT), dir.join(AK_CA_KEY));
+        let ca_err = |e: qemu_vtpm::QemuVtpmError| CloudError::File {
+            what: "qemu-vtpm AK CA",
+            path: dir.display().to_string(),
+            detail: e.to_string(),
+        };
+        match (
+            fs::read_to_string(&cert_path),
+            fs::read_to_string(&key_path),
+        ) {
+            (Ok(cert), Ok(key)) => {
+                let key = zeroize::Zeroizing::new(key);
+                AkCa::from_pem(&cert, &key).map_err(ca_err)
+            }
+            (Err(c), Err(k)) if c.kind() == io::ErrorKind::NotFound && k.kind() == c.kind() => {
+                private_dir(dir).map_err(file_err("working directory", dir))?;
+                let ca = AkCa::generate().map_err(ca_err)?;
+                write_private(&key_path, ca.key_pem().as_bytes())
+                    .map_err(file_err("AK CA key", &key_path))?;
+                write_private(&cert_path, ca.cert_pem().as_bytes())
+                    .map_err(file_err("AK CA certificate", &cert_path))?;
+                Ok(ca)
+            }
+            (Err(e), _) => Err(file_err("AK CA certificate", &cert_path)(e)),
+            (_, Err(e)) => Err(file_err("AK CA key", &key_path)(e)),
+        }
+    }
+
     /// Starts the node's swtpm; `manufacture` creates the TPM state first (new nodes), a
     /// restarted node keeps its TPM (endorsement key, NV) and only its PCRs reset.
     fn start_swtpm(&self, name: &str, dir: &Path, manufacture: bool) -> Result<(), CloudError> {
@@ -237,6 +301,8 @@ impl QemuCloud {
         let _ = fs::remove_file(&socket);
         if manufacture {
             swtpm::manufacture(&state, Manufacture::default()).map_err(vmm_err(name))?;
+            let ca = self.ak_ca()?;
+            swtpm::provision_ak(&state, |ak: &[u8]| ca.certify(ak)).map_err(vmm_err(name))?;
         }
         let mut tpm = Swtpm::for_qemu(&state, &socket);
         tpm.daemon = Some(dir.join("swtpm.pid"));
@@ -628,6 +694,7 @@ impl super::Cloud for QemuCloud {
             private_dir(&opts.work_dir).map_err(file_err("working directory", &opts.work_dir))?;
             let nodes = opts.work_dir.join("nodes");
             private_dir(&nodes).map_err(file_err("working directory", &nodes))?;
+            QemuCloud::new(opts.clone()).ak_ca()?;
             // No load balancer on the host: kubeadm takes the first control plane's address.
             Ok(super::ClusterEndpoint::default())
         })
@@ -765,6 +832,34 @@ mod tests {
             );
         }
         assert!(!names_dir(b"anything", Path::new("")));
+    }
+
+    #[test]
+    fn the_ak_ca_is_created_once_privately_and_loaded_after() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let cloud = QemuCloud::new(QemuOptions {
+            work_dir: dir.path().join("c"),
+            vcpus: 1,
+            memory_mib: 512,
+            state_disk_mib: 1,
+            accel: Accel::Tcg,
+            network: PrivateNetwork::random(),
+            ovmf_code: "/nonexistent".into(),
+            ovmf_vars: "/nonexistent".into(),
+        });
+        let ca = cloud.ak_ca().unwrap();
+        let key = dir.path().join("c").join(AK_CA_KEY);
+        assert_eq!(
+            fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(cloud.ak_ca().unwrap().cert_pem(), ca.cert_pem());
+        // A damaged CA is an error, never silently replaced (nodes carry its certificates).
+        fs::write(&key, "garbage").unwrap();
+        assert!(cloud.ak_ca().is_err());
+        fs::remove_file(&key).unwrap();
+        assert!(cloud.ak_ca().is_err());
     }
 
     #[test]
