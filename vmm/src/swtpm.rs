@@ -72,6 +72,14 @@ pub fn provision_ak<E: std::fmt::Display>(
     let server = state_dir.join("provision.sock");
     let ctrl = state_dir.join("provision.ctrl");
     for s in [&server, &ctrl] {
+        // sun_path holds 107 bytes and a NUL.
+        if s.as_os_str().len() > 107 {
+            return Err(VmmError::Argument {
+                what: "swtpm provisioning socket",
+                value: s.display().to_string(),
+                reason: "longer than the 107 bytes a unix socket path may have; use a shorter TPM state directory",
+            });
+        }
         let _ = std::fs::remove_file(s);
     }
     let tpm = Swtpm {

@@ -410,7 +410,8 @@ impl QemuCloud {
                 ),
             });
         }
-        let qmp = dir.join("swtpm.sock");
+        // The longest socket path of a node: swtpm's command channel while it is provisioned.
+        let qmp = dir.join("tpm").join("provision.sock");
         if qmp.as_os_str().len() > MAX_SOCKET_PATH {
             return Err(CloudError::File {
                 what: "socket path",
