@@ -81,7 +81,9 @@ pub struct VerifiedClaims {
 #[non_exhaustive]
 pub enum PlatformClaims {
     /// qemu-vtpm: the attestation key is trusted because the host (which runs swtpm) supplied
-    /// it. There is no hardware root; the TPM checks still all apply.
+    /// it — as the document carries it, or certified by the cluster's AK CA
+    /// (`qemu_vtpm::certified_validator`). There is no hardware root; the TPM checks still all
+    /// apply.
     HostTrustedAk,
     /// Cloud variants: hardware evidence (SEV-SNP report, TDX quote, Azure HCL
     /// report) verified and binding the AK; `claims` is the verifier's JSON claims.

@@ -784,6 +784,7 @@ impl GuestBuilder {
         let tpm_err = work.join("swtpm.stderr");
         let child = Swtpm::for_qemu(&state, &sock)
             .command()
+            .map_err(vmm_error(&self.name))?
             .stdout(Stdio::null())
             .stderr(File::create(&tpm_err).map_err(io("create", &tpm_err))?)
             .spawn()

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use constellation_attest::config::AttestationConfig;
 use constellation_attest::measurements::Measurements;
+use constellation_attest::validator::Validator as _;
 use constellation_attest::variant::Variant;
 use constellation_image::nodevm::NodeVmOptions;
 
@@ -87,6 +88,13 @@ fn agent_in_the_image_serves_a_document_matching_the_predicted_pcrs() {
     let measurements_json = std::fs::read_to_string(out.join("measurements.json")).unwrap();
     let predicted = Measurements::from_json(&measurements_json).unwrap();
 
+    // The vTPM as the provider provisions it: AK template and CA-issued AK certificate in NV.
+    let ak_ca = constellation_attest::qemu_vtpm::AkCa::generate().unwrap();
+    let tpm_state = work.path().join("tpm");
+    std::fs::create_dir_all(&tpm_state).unwrap();
+    constellation_vmm::swtpm::manufacture(&tpm_state, Default::default()).unwrap();
+    constellation_vmm::swtpm::provision_ak(&tpm_state, |ak: &[u8]| ak_ca.certify(ak)).unwrap();
+
     let mut attempt = 0;
     let (guest, opts_ports) = loop {
         let mut opts =
@@ -105,6 +113,7 @@ fn agent_in_the_image_serves_a_document_matching_the_predicted_pcrs() {
             .builder()
             .unwrap()
             .serial_log(&serial)
+            .tpm_state(&tpm_state)
             .spawn()
             .expect("guest starts");
         match g.wait_for_serial(READY, Duration::from_secs(900)) {
@@ -171,6 +180,22 @@ fn agent_in_the_image_serves_a_document_matching_the_predicted_pcrs() {
     assert!(
         claims.event_log_verified,
         "the event log must be present and replay to the quoted PCRs"
+    );
+    // The document's AK is the one the host provisioned: it chains to the cluster's AK CA.
+    let certified =
+        constellation_attest::qemu_vtpm::certified_validator(predicted.clone(), ak_ca.cert_pem())
+            .unwrap();
+    let parsed = constellation_attest::document::AttestationDocument::from_bytes(&doc).unwrap();
+    certified
+        .validate(&parsed, &nonce)
+        .unwrap_or_else(|e| panic!("document's AK is not certified by the cluster's AK CA: {e}"));
+    let other = constellation_attest::qemu_vtpm::AkCa::generate().unwrap();
+    assert!(
+        constellation_attest::qemu_vtpm::certified_validator(predicted.clone(), other.cert_pem())
+            .unwrap()
+            .validate(&parsed, &nonce)
+            .is_err(),
+        "another cluster's CA must not vouch for this node"
     );
     // A fresh node: PCR 15 (the cluster lock) is still zero.
     assert_eq!(claims.measurements[&15], vec![0u8; 32]);

@@ -554,6 +554,33 @@ mod tests {
     }
 
     #[test]
+    fn qemu_vtpm_carries_the_host_provisioned_ak_certificate() {
+        use constellation_attest::measurements::{Measurement, Measurements};
+        use constellation_attest::qemu_vtpm::{self, AkCa};
+        use constellation_attest::validator::Validator;
+        let ca = AkCa::generate().expect("CA");
+        let tpm = Swtpm::start_qemu_vtpm(&ca).expect("swtpm on PATH");
+        let (issuer, _) =
+            crate::tpm::open(&tpm.tcti(), Variant::QemuVtpm, &Endpoints::default()).expect("open");
+        let doc = issuer.issue(b"user", b"nonce").expect("issue");
+        let Evidence::Tpm(ev) = &doc.evidence else {
+            panic!("not TPM evidence")
+        };
+        assert!(!ev.instance_info.is_empty());
+        let m = Measurements(
+            [(
+                4,
+                Measurement::enforced(ev.pcrs[&4].to_vec()).expect("PCR 4"),
+            )]
+            .into(),
+        );
+        qemu_vtpm::certified_validator(m, ca.cert_pem())
+            .expect("validator")
+            .validate(&doc, b"nonce")
+            .expect("a provisioned TPM's document passes");
+    }
+
+    #[test]
     fn azure_variants_without_their_ak_or_nv_index_fail_clearly() {
         let tpm = Swtpm::start().expect("swtpm on PATH");
         let all = [

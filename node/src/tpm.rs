@@ -9,11 +9,12 @@ use constellation_attest::azure::trustedlaunch::TrustedLaunchInstanceInfo;
 use constellation_attest::azure::variant::{azure_snp_instance_info, azure_tdx_instance_info};
 use constellation_attest::gcp::GcpSnpInstanceInfoSource;
 use constellation_attest::qemu_tdx::CollateralSource;
+use constellation_attest::qemu_vtpm;
 use constellation_attest::tpm::issuer::{
-    AZURE_AK_CERT_NV_INDEX, AZURE_HCL_REPORT_NV_INDEX, DEFAULT_EVENT_LOG_PATH, TpmIssuer,
+    AZURE_AK_CERT_NV_INDEX, AZURE_HCL_REPORT_NV_INDEX, AkSource, DEFAULT_EVENT_LOG_PATH, TpmIssuer,
     TpmIssuerConfig,
 };
-use constellation_attest::validator::{InstanceInfoSource, Issuer, StaticInstanceInfo};
+use constellation_attest::validator::{InstanceInfoSource, IssueError, Issuer, StaticInstanceInfo};
 use constellation_attest::variant::Variant;
 
 use crate::lock::{ClusterLock, LockError};
@@ -81,11 +82,16 @@ pub fn open(tcti: &str, variant: Variant, endpoints: &Endpoints) -> Result<TpmPa
         }
         _ => {}
     }
-    let mut tpm = TpmIssuer::open(config).map_err(|e| PlatformError::Tpm {
+    let open_err = |e: constellation_attest::validator::IssueError| PlatformError::Tpm {
         tcti: tcti.into(),
         variant,
         message: e.to_string(),
-    })?;
+    };
+    let mut tpm = if variant == Variant::QemuVtpm {
+        open_qemu_vtpm(config).map_err(open_err)?
+    } else {
+        TpmIssuer::open(config).map_err(open_err)?
+    };
     if let Some(IssuerKind::TpmWithHclReport | IssuerKind::TpmWithAkCert) =
         platform::issuer_kind(variant)
     {
@@ -94,6 +100,34 @@ pub fn open(tcti: &str, variant: Variant, endpoints: &Endpoints) -> Result<TpmPa
     }
     let tpm = Arc::new(tpm);
     Ok((tpm.clone(), Arc::new(TpmLock::new(tpm))))
+}
+
+/// qemu-vtpm: the AK the host provisioned (derived from the template in NV, its certificate
+/// from the cluster's AK CA carried as instance_info), as cloud vTPMs provide theirs. A TPM
+/// without that provisioning gets a created AK and documents without a certificate, which a
+/// validator requiring the cluster's AK CA refuses (the warning says why).
+fn open_qemu_vtpm(config: TpmIssuerConfig) -> Result<TpmIssuer, IssueError> {
+    let mut provisioned = config.clone();
+    provisioned.ak_source = AkSource::NvTemplate {
+        index: qemu_vtpm::AK_TEMPLATE_NV_INDEX,
+    };
+    let from_nv = TpmIssuer::open(provisioned).and_then(|mut tpm| {
+        let cert = tpm.nv_read(qemu_vtpm::AK_CERT_NV_INDEX)?;
+        tpm.set_instance_info_source(Arc::new(StaticInstanceInfo(cert)));
+        Ok(tpm)
+    });
+    match from_nv {
+        Ok(tpm) => Ok(tpm),
+        Err(e) => {
+            tracing::warn!(
+                error = %e,
+                "the TPM holds no host-provisioned attestation key (AK template NV {:#010x}, AK certificate NV {:#010x}); documents carry no AK certificate, so validators that require the cluster's AK CA refuse them",
+                qemu_vtpm::AK_TEMPLATE_NV_INDEX,
+                qemu_vtpm::AK_CERT_NV_INDEX
+            );
+            TpmIssuer::open(config)
+        }
+    }
 }
 
 /// gcp-sev-snp / aws-sev-snp: SNP reports from configfs-tsm per document.

@@ -8,10 +8,14 @@
 //! - [`swtpm`]: manufacturing a TPM (`swtpm_setup`, SHA-256 bank only) and the `swtpm socket`
 //!   command line.
 //!
+//! - [`tpm`]: the TPM 2.0 commands that give a manufactured swtpm its attestation-key root
+//!   (AK template and AK certificate in NV).
+//!
 //! Only `std` processes and files: no TPM or disk libraries, so the provider can use it.
 
 pub mod qemu;
 pub mod swtpm;
+pub mod tpm;
 
 use std::io;
 use std::path::PathBuf;
@@ -68,6 +72,14 @@ pub enum VmmError {
         value: String,
         /// Why not.
         reason: &'static str,
+    },
+    /// Giving a TPM its attestation-key root failed.
+    #[error("provisioning the attestation key of the TPM in {}: {message}", state_dir.display())]
+    Provision {
+        /// The TPM state directory.
+        state_dir: PathBuf,
+        /// What failed.
+        message: String,
     },
     /// A file operation failed.
     #[error("{op} {}: {source}", path.display())]

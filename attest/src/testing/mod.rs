@@ -36,13 +36,26 @@ impl Swtpm {
         Self::start_inner(true)
     }
 
+    /// A qemu-vtpm TPM as the provider provisions it: AK template and the AK certificate
+    /// issued by `ca` in NV ([`crate::qemu_vtpm::AK_TEMPLATE_NV_INDEX`],
+    /// [`crate::qemu_vtpm::AK_CERT_NV_INDEX`]), then started like [`Swtpm::start`].
+    pub fn start_qemu_vtpm(ca: &crate::qemu_vtpm::AkCa) -> io::Result<Self> {
+        Self::start_with(|dir| {
+            swtpm::provision_ak(dir, |ak: &[u8]| ca.certify(ak))
+                .map(drop)
+                .map_err(|e| io::Error::other(e.to_string()))
+        })
+    }
+
     fn start_inner(ek_cert: bool) -> io::Result<Self> {
+        Self::start_with(|dir| if ek_cert { setup_ek(dir) } else { Ok(()) })
+    }
+
+    fn start_with(prepare: impl Fn(&Path) -> io::Result<()>) -> io::Result<Self> {
         let mut last_err = None;
         for _ in 0..10 {
             let dir = tempfile::Builder::new().prefix("swtpm-").tempdir()?;
-            if ek_cert {
-                setup_ek(dir.path())?;
-            }
+            prepare(dir.path())?;
             let port = free_port_pair()?;
             match spawn(dir.path(), port) {
                 Ok(child) => match wait_ready(child, port) {
@@ -114,6 +127,7 @@ fn spawn(dir: &Path, port: u16) -> io::Result<Child> {
     let log = std::fs::File::create(dir.join("swtpm.log"))?;
     swtpm::Swtpm::on_tcp(dir, port)
         .command()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()

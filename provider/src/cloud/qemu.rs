@@ -15,6 +15,10 @@
 //! - Host access: a user-mode (slirp) NIC with `restrict=on` (the guest cannot open
 //!   connections to the host or beyond) and `hostfwd` from free loopback ports to the node's
 //!   service ports.
+//! - Attestation-key root: every swtpm is manufactured here, so right after manufacture its AK
+//!   is derived in the TPM and certified by the cluster's AK CA, and template and certificate
+//!   go into the TPM's NV (`constellation_vmm::tpm`), as cloud vTPMs are provisioned. The CA
+//!   (`ak-ca.pem`, key `ak-ca-key.pem`, 0600) lives in the 0700 working directory only.
 //! - QMP (through the `qapi` crate) for status and graceful shutdown.
 //! - Both daemonize (and change to `/`), so every path they get is absolute; unix socket
 //!   paths are limited to 107 bytes, which is checked with a message naming the fix.
@@ -27,6 +31,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use constellation_attest::qemu_vtpm::{self, AkCa};
 use constellation_node_api::metadata::NodeMetadata;
 use constellation_node_api::ports;
 use constellation_vmm::VmmError;
@@ -89,6 +94,10 @@ pub struct QemuCloud {
     opts: QemuOptions,
 }
 
+/// The cluster's qemu-vtpm AK CA certificate and key in the working directory.
+const AK_CA_CERT: &str = "ak-ca.pem";
+const AK_CA_KEY: &str = "ak-ca-key.pem";
+
 /// The node's state disk in its directory.
 const STATE_DISK: &str = "state.raw";
 
@@ -115,9 +124,53 @@ fn tail_of(path: &Path, max: usize) -> String {
 fn live_pid(pid_file: &Path, dir: &Path) -> Option<i32> {
     let pid: i32 = fs::read_to_string(pid_file).ok()?.trim().parse().ok()?;
     let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let needle = dir.as_os_str().as_encoded_bytes();
     // A zombie (exited, not yet reaped) has an empty command line, so it is not "alive".
-    (pid_alive(pid) && cmdline.windows(needle.len()).any(|w| w == needle)).then_some(pid)
+    (pid_alive(pid) && names_dir(&cmdline, dir)).then_some(pid)
+}
+
+/// Whether a NUL-separated command line names `dir` itself or a path inside it: `dir`
+/// followed by `/`, `,` (an option list) or the end of an argument — so `.../w-1` does not
+/// match a process of `.../w-10`.
+fn names_dir(cmdline: &[u8], dir: &Path) -> bool {
+    let needle = dir.as_os_str().as_encoded_bytes();
+    if needle.is_empty() {
+        return false;
+    }
+    cmdline.windows(needle.len()).enumerate().any(|(i, w)| {
+        w == needle
+            && matches!(
+                cmdline.get(i + needle.len()),
+                None | Some(b'/' | b',' | b'\0')
+            )
+    })
+}
+
+/// Writes `bytes` to `path` readable by this user only, durably and atomically (a temporary
+/// file renamed over it).
+fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let _ = fs::remove_file(&tmp);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    fs::rename(&tmp, path)
+}
+
+/// Creates `dir` (and missing parents) accessible to this user only, and tightens an existing
+/// `dir` to 0700: it holds TPM state, sockets, disks and the serial log.
+fn private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
 }
 
 fn pid_alive(pid: i32) -> bool {
@@ -200,22 +253,63 @@ impl QemuCloud {
         Ok(())
     }
 
+    /// The cluster's AK CA (see `constellation_attest::qemu_vtpm`): loaded from the working
+    /// directory, created there on first use. Its key never leaves that 0700 directory (not in
+    /// Terraform state, not in logs); its certificate is what validators must trust.
+    pub fn ak_ca(&self) -> Result<AkCa, CloudError> {
+        // Nodes are created concurrently: one creator, everyone else loads.
+        static CREATE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _guard = CREATE
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let dir = &self.opts.work_dir;
+        let (cert_path, key_path) = (dir.join(AK_CA_CERT), dir.join(AK_CA_KEY));
+        let ca_err = |e: qemu_vtpm::QemuVtpmError| CloudError::File {
+            what: "qemu-vtpm AK CA",
+            path: dir.display().to_string(),
+            detail: e.to_string(),
+        };
+        match (
+            fs::read_to_string(&cert_path),
+            fs::read_to_string(&key_path),
+        ) {
+            (Ok(cert), Ok(key)) => {
+                let key = zeroize::Zeroizing::new(key);
+                AkCa::from_pem(&cert, &key).map_err(ca_err)
+            }
+            (Err(c), Err(k)) if c.kind() == io::ErrorKind::NotFound && k.kind() == c.kind() => {
+                private_dir(dir).map_err(file_err("working directory", dir))?;
+                let ca = AkCa::generate().map_err(ca_err)?;
+                write_private(&key_path, ca.key_pem().as_bytes())
+                    .map_err(file_err("AK CA key", &key_path))?;
+                write_private(&cert_path, ca.cert_pem().as_bytes())
+                    .map_err(file_err("AK CA certificate", &cert_path))?;
+                Ok(ca)
+            }
+            (Err(e), _) => Err(file_err("AK CA certificate", &cert_path)(e)),
+            (_, Err(e)) => Err(file_err("AK CA key", &key_path)(e)),
+        }
+    }
+
     /// Starts the node's swtpm; `manufacture` creates the TPM state first (new nodes), a
     /// restarted node keeps its TPM (endorsement key, NV) and only its PCRs reset.
     fn start_swtpm(&self, name: &str, dir: &Path, manufacture: bool) -> Result<(), CloudError> {
         let state = dir.join("tpm");
-        fs::create_dir_all(&state).map_err(file_err("TPM state directory", dir))?;
+        private_dir(&state).map_err(file_err("TPM state directory", dir))?;
         let socket = dir.join("swtpm.sock");
         // A stale socket from a previous run would make the wait below return at once.
         let _ = fs::remove_file(&socket);
         if manufacture {
             swtpm::manufacture(&state, Manufacture::default()).map_err(vmm_err(name))?;
+            let ca = self.ak_ca()?;
+            swtpm::provision_ak(&state, |ak: &[u8]| ca.certify(ak)).map_err(vmm_err(name))?;
         }
         let mut tpm = Swtpm::for_qemu(&state, &socket);
         tpm.daemon = Some(dir.join("swtpm.pid"));
         tpm.log = Some(dir.join("swtpm.log"));
         let status = tpm
             .command()
+            .map_err(vmm_err(name))?
             .current_dir(dir)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -316,7 +410,8 @@ impl QemuCloud {
                 ),
             });
         }
-        let qmp = dir.join("swtpm.sock");
+        // The longest socket path of a node: swtpm's command channel while it is provisioned.
+        let qmp = dir.join("tpm").join("provision.sock");
         if qmp.as_os_str().len() > MAX_SOCKET_PATH {
             return Err(CloudError::File {
                 what: "socket path",
@@ -327,7 +422,7 @@ impl QemuCloud {
                 ),
             });
         }
-        fs::create_dir_all(&dir).map_err(file_err("node directory", &dir))?;
+        private_dir(&dir).map_err(file_err("node directory", &dir))?;
         let result = self.start_in(&dir, spec);
         if result.is_err() {
             self.remove_node_dir(&spec.name);
@@ -597,8 +692,10 @@ impl super::Cloud for QemuCloud {
                         Path::new("/dev/kvm"),
                     ))?;
             }
+            private_dir(&opts.work_dir).map_err(file_err("working directory", &opts.work_dir))?;
             let nodes = opts.work_dir.join("nodes");
-            fs::create_dir_all(&nodes).map_err(file_err("working directory", &nodes))?;
+            private_dir(&nodes).map_err(file_err("working directory", &nodes))?;
+            QemuCloud::new(opts.clone()).ak_ca()?;
             // No load balancer on the host: kubeadm takes the first control plane's address.
             Ok(super::ClusterEndpoint::default())
         })
@@ -714,6 +811,74 @@ mod tests {
         assert_eq!(live_pid(&dir.path().join("qemu.pid"), dir.path()), None);
         fs::write(dir.path().join("qemu.pid"), "not a pid").unwrap();
         assert_eq!(live_pid(&dir.path().join("qemu.pid"), dir.path()), None);
+    }
+
+    #[test]
+    fn a_process_matches_only_its_own_node_directory() {
+        let dir = Path::new("/c/nodes/w-1");
+        for (cmdline, matches) in [
+            (&b"swtpm\0--tpmstate\0dir=/c/nodes/w-1/tpm\0"[..], true),
+            (b"qemu\0-pidfile\0/c/nodes/w-1\0", true),
+            (b"qemu\0-drive\0file=/c/nodes/w-1,format=raw\0", true),
+            (b"qemu\0-pidfile\0/c/nodes/w-1", true),
+            (b"swtpm\0dir=/c/nodes/w-10/tpm\0", false),
+            (b"qemu\0/c/nodes/w-1x/qemu.pid\0", false),
+            (b"", false),
+        ] {
+            assert_eq!(
+                names_dir(cmdline, dir),
+                matches,
+                "{}",
+                String::from_utf8_lossy(cmdline)
+            );
+        }
+        assert!(!names_dir(b"anything", Path::new("")));
+    }
+
+    #[test]
+    fn the_ak_ca_is_created_once_privately_and_loaded_after() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let cloud = QemuCloud::new(QemuOptions {
+            work_dir: dir.path().join("c"),
+            vcpus: 1,
+            memory_mib: 512,
+            state_disk_mib: 1,
+            accel: Accel::Tcg,
+            network: PrivateNetwork::random(),
+            ovmf_code: "/nonexistent".into(),
+            ovmf_vars: "/nonexistent".into(),
+        });
+        let ca = cloud.ak_ca().unwrap();
+        let key = dir.path().join("c").join(AK_CA_KEY);
+        assert_eq!(
+            fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(cloud.ak_ca().unwrap().cert_pem(), ca.cert_pem());
+        // A damaged CA is an error, never silently replaced (nodes carry its certificates).
+        fs::write(&key, "garbage").unwrap();
+        assert!(cloud.ak_ca().is_err());
+        fs::remove_file(&key).unwrap();
+        assert!(cloud.ak_ca().is_err());
+    }
+
+    #[test]
+    fn working_directories_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let base = tempfile::tempdir().unwrap();
+        let dir = base.path().join("a/b");
+        private_dir(&dir).unwrap();
+        for d in [base.path().join("a"), dir.clone()] {
+            let mode = fs::metadata(&d).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{}", d.display());
+        }
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        private_dir(&dir).unwrap();
+        assert_eq!(
+            fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
     }
 
     #[test]

@@ -385,6 +385,8 @@ mod tests {
         let cloud = MemoryCloud::default();
         let mut record = test_record(Vec::new());
         record.work_dir = dir.to_path_buf();
+        let crate::cluster::record::BackendOptions::Qemu(q) = &mut record.backend;
+        q.work_dir = dir.to_path_buf();
         record.api_endpoint = cloud.prepare().await.unwrap();
         for (name, role, ip) in [
             ("acc-cp-0", Role::ControlPlane, [10, 42, 0, 10]),

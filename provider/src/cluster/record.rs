@@ -131,6 +131,15 @@ pub fn node_number(name: &str) -> u32 {
         .unwrap_or(0)
 }
 
+/// Whether `a` and `b` are the same existing directory (symlinks and relative paths
+/// resolved).
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
 impl ClusterRecord {
     fn path(dir: &Path) -> PathBuf {
         dir.join(RECORD_FILE)
@@ -156,16 +165,36 @@ impl ClusterRecord {
         }
     }
 
-    /// Loads the record from a working directory; None when there is none.
+    /// Loads the record from a working directory; None when there is none. A record naming
+    /// another directory (moved, copied or edited) is refused: every later step — destroy's
+    /// removal above all — acts on the directory the record names.
     pub fn load(dir: &Path) -> Result<Option<Self>, String> {
         let p = Self::path(dir);
         match std::fs::read(&p) {
             Ok(b) => Self::parse(&b)
+                .and_then(|r| r.check_location(dir).map(|()| r))
                 .map(Some)
                 .map_err(|e| format!("{}: {e}", p.display())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(format!("{}: {e}", p.display())),
         }
+    }
+
+    /// Refuses a record whose working directories are not `dir` itself.
+    fn check_location(&self, dir: &Path) -> Result<(), String> {
+        let BackendOptions::Qemu(q) = &self.backend;
+        for (what, named) in [("work_dir", &self.work_dir), ("qemu.work_dir", &q.work_dir)] {
+            if !same_dir(named, dir) {
+                return Err(format!(
+                    "the record's {what} is {}, not the directory it was read from; \
+                     refusing to act on another directory (was the working directory moved \
+                     or the record edited? restore it to {})",
+                    named.display(),
+                    named.display()
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Writes the record durably: a temporary file, synced, renamed over the record, and
@@ -337,6 +366,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut r = ClusterRecord::parse(V1.as_bytes()).unwrap();
         r.work_dir = dir.path().to_path_buf();
+        let BackendOptions::Qemu(q) = &mut r.backend;
+        q.work_dir = dir.path().to_path_buf();
         r.save().unwrap();
         let back = ClusterRecord::load(dir.path()).unwrap().unwrap();
         assert_eq!(back.nodes, r.nodes);
@@ -356,6 +387,32 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    #[test]
+    fn a_record_naming_another_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let mut r = ClusterRecord::parse(V1.as_bytes()).unwrap();
+        r.work_dir = dir.path().to_path_buf();
+        let BackendOptions::Qemu(q) = &mut r.backend;
+        q.work_dir = dir.path().to_path_buf();
+        r.save().unwrap();
+        assert!(ClusterRecord::load(dir.path()).unwrap().is_some());
+        // Copied (or moved) elsewhere: its paths name the original directory.
+        std::fs::copy(
+            dir.path().join(RECORD_FILE),
+            elsewhere.path().join(RECORD_FILE),
+        )
+        .unwrap();
+        let e = ClusterRecord::load(elsewhere.path()).unwrap_err();
+        assert!(e.contains("not the directory it was read from"), "{e}");
+        // Edited to name another directory for the backend only.
+        let BackendOptions::Qemu(q) = &mut r.backend;
+        q.work_dir = elsewhere.path().to_path_buf();
+        r.save().unwrap();
+        let e = ClusterRecord::load(dir.path()).unwrap_err();
+        assert!(e.contains("qemu.work_dir"), "{e}");
     }
 
     #[test]
