@@ -178,6 +178,8 @@ pub async fn management(
         .map_err(|e| connect(e.to_string()))?
         .connect_timeout(Duration::from_secs(10))
         .timeout(Duration::from_secs(30))
+        .http2_keep_alive_interval(constellation_attest::atls::limits::KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(constellation_attest::atls::limits::KEEPALIVE_TIMEOUT)
         .tls_config(tls)
         .map_err(|e| connect(e.to_string()))?
         .connect()
@@ -247,6 +249,8 @@ pub async fn recover(
         master_secret: master_secret.to_vec(),
         master_salt: master_salt.to_vec(),
     };
+    // The channel's per-call deadline and keepalive (aTLS endpoint defaults) bound a node
+    // that froze after the handshake.
     let result = RecoveryServiceClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .recover(request)
@@ -280,6 +284,8 @@ pub async fn verify(
         })?
         .connect_timeout(Duration::from_secs(10))
         .timeout(Duration::from_secs(60))
+        .http2_keep_alive_interval(constellation_attest::atls::limits::KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(constellation_attest::atls::limits::KEEPALIVE_TIMEOUT)
         .connect()
         .await
         .map_err(|e| NodeClientError::Connect {
