@@ -69,12 +69,11 @@ pub fn server_builder() -> tonic::transport::Server {
         .http2_max_header_list_size(64 * 1024)
 }
 
-/// A tonic client endpoint with the node's client limits: per-call deadline, connect
-/// deadline and HTTP/2 keepalive (also while idle, so a dead peer is found before the next
-/// call).
+/// A tonic client endpoint with the node's client limits: per-call deadline and HTTP/2
+/// keepalive (also while idle, so a dead peer is found before the next call). Connecting is
+/// bounded by the aTLS client's handshake timeout, which covers the TCP connect too.
 pub fn client_endpoint(endpoint: tonic::transport::Endpoint) -> tonic::transport::Endpoint {
     endpoint
-        .connect_timeout(Duration::from_secs(30))
         .timeout(CLIENT_RPC_TIMEOUT)
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
         .keep_alive_timeout(KEEPALIVE_TIMEOUT)

@@ -208,7 +208,10 @@ fn connector(
                 .trim_matches(['[', ']'])
                 .to_owned();
             let port = uri.port_u16().unwrap_or(80);
-            let tcp = TcpStream::connect((host.as_str(), port)).await?;
+            let tcp =
+                tokio::time::timeout(client.timeout, TcpStream::connect((host.as_str(), port)))
+                    .await
+                    .map_err(|_| AtlsError::Timeout(client.timeout))??;
             tcp.set_nodelay(true)?;
             let (tls, _claims) = client.connect(tcp).await?;
             Ok(TokioIo::new(tls))
