@@ -292,19 +292,35 @@ pub async fn verify(
             endpoint: endpoint.clone(),
             detail: error_chain(&e),
         })?;
-    let doc = VerificationServiceClient::new(channel)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .get_attestation(GetAttestationRequest {
-            nonce: nonce.to_vec(),
-        })
-        .await
-        .map_err(|s| NodeClientError::Rpc {
-            call: "GetAttestation",
-            endpoint: endpoint.clone(),
-            status: status_text(&s),
-        })?
-        .into_inner()
-        .attestation;
+    let mut client =
+        VerificationServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
+    // The service is public and rate limited for all callers together: a busy answer means
+    // "shortly", so retry it for a bounded time with jitter.
+    let give_up = std::time::Instant::now() + VERIFY_BUSY_RETRY;
+    let doc = loop {
+        match client
+            .get_attestation(GetAttestationRequest {
+                nonce: nonce.to_vec(),
+            })
+            .await
+        {
+            Ok(r) => break r.into_inner().attestation,
+            Err(s)
+                if s.code() == tonic::Code::ResourceExhausted
+                    && std::time::Instant::now() < give_up =>
+            {
+                let ms = 100 + u64::from(rand::random::<u16>() % 400);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+            Err(s) => {
+                return Err(NodeClientError::Rpc {
+                    call: "GetAttestation",
+                    endpoint: endpoint.clone(),
+                    status: status_text(&s),
+                });
+            }
+        }
+    };
     validators
         .validate_bytes(&doc, &nonce, constellation_node_api::VERIFY_USER_DATA)
         .map_err(|e| NodeClientError::Attestation {
@@ -312,6 +328,9 @@ pub async fn verify(
             detail: e.to_string(),
         })
 }
+
+/// How long [`verify`] retries a verification service that answers busy.
+const VERIFY_BUSY_RETRY: Duration = Duration::from_secs(30);
 
 /// An error with its sources, for messages (tonic's transport errors hide the cause).
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
