@@ -28,6 +28,7 @@
 
 pub mod bench;
 mod error;
+pub mod flood;
 mod output;
 mod process;
 mod provider;

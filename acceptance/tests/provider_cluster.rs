@@ -362,7 +362,22 @@ fn local_cluster_lifecycle() {
     let trace = ws.root().join("trace.log");
     ws.set_env("TF_LOG", "trace");
     ws.set_env("TF_LOG_PATH", &trace.display().to_string());
+    // An unauthenticated neighbour floods the first control plane (idle connections and bogus
+    // requests on every forwarded port) while the provider initialises the cluster and the
+    // workers join through it.
+    let cp0_dir = ws
+        .dir()
+        .canonicalize()
+        .unwrap()
+        .join(".constellation/demo/nodes/demo-cp-0");
+    let flood = acceptance::flood::Flooder::start(&cp0_dir.display().to_string());
     let apply = must(ws.apply().unwrap());
+    let flood = flood.stop();
+    assert!(
+        flood.ports.len() >= 4 && flood.idle_connections > 0 && flood.bogus_requests > 0,
+        "the flood did not reach the first control plane: {flood:?}"
+    );
+    eprintln!("apply succeeded under a flood: {flood:?}");
 
     // Verified, with the cluster's ID; the state holds the nodes.
     let out = ws.outputs().unwrap();

@@ -297,6 +297,12 @@ pub enum IssueError {
     /// The issuer's worker is gone (e.g. it panicked or was shut down).
     #[error("attestation issuer is shut down")]
     Closed,
+    /// Too many requests are waiting for the issuer; try again shortly.
+    #[error("attestation issuer is busy ({queued} requests waiting); try again shortly")]
+    Busy {
+        /// How many requests were waiting.
+        queued: usize,
+    },
     /// Variant-specific failure.
     #[error("{variant} issuer: {source}")]
     Platform {

@@ -282,3 +282,86 @@ async fn stale_nonce_and_missing_extension_are_refused_before_requests() {
         Err(AtlsError::NothingAttested)
     ));
 }
+
+/// Idle TCP connections (no ClientHello) hold nothing a real handshake needs: with more of
+/// them open than the listener once had handshake slots, an attested call completes at once,
+/// and the server closes each idle connection after the ClientHello timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_do_not_block_handshakes() {
+    use constellation_attest::atls::limits::{CLIENT_HELLO_TIMEOUT, MAX_CONNECTIONS_PER_PEER};
+    use tokio::io::AsyncReadExt;
+    let n = NodeOrder(node(None));
+    let s = serve(AtlsServer::new(Some(n.0.issuer.clone()), None).unwrap()).await;
+    let target = s.addr.trim_start_matches("http://").to_owned();
+    let idle_count = 48.min(MAX_CONNECTIONS_PER_PEER - 4);
+    let mut idle = Vec::new();
+    for _ in 0..idle_count {
+        idle.push(tokio::net::TcpStream::connect(&target).await.unwrap());
+    }
+    let t0 = std::time::Instant::now();
+    let client = AtlsClient::new(None, ServerVerification::Attested(validators_for(&n.0))).unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(10), check(&s.addr, client))
+        .await
+        .expect("a real handshake completes within 10 s next to idle connections")
+        .expect("attested call");
+    eprintln!(
+        "attested call with {idle_count} idle connections open: {:?}",
+        t0.elapsed()
+    );
+
+    // The server drops every idle connection once the ClientHello timeout passed.
+    let mut buf = [0u8; 1];
+    for c in &mut idle {
+        let r = tokio::time::timeout(
+            CLIENT_HELLO_TIMEOUT + std::time::Duration::from_secs(5),
+            c.read(&mut buf),
+        )
+        .await
+        .expect("the server closes an idle connection");
+        assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
+    }
+}
+
+/// Connections beyond the per-peer cap are closed at once; a slot freed by a closed
+/// connection is usable again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_peer_connection_cap_is_enforced() {
+    use constellation_attest::atls::limits::ConnectionCaps;
+    use constellation_attest::atls::serve_router_with_caps;
+    use tokio::io::AsyncReadExt;
+    let n = NodeOrder(node(None));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = listener.local_addr().unwrap();
+    let (_reporter, health) = tonic_health::server::health_reporter();
+    let router = tonic::transport::Server::builder().add_service(health);
+    let server = AtlsServer::new(Some(n.0.issuer.clone()), None).unwrap();
+    let caps = ConnectionCaps {
+        total: 16,
+        per_peer: 4,
+    };
+    let task = tokio::spawn(serve_router_with_caps(
+        router,
+        listener,
+        server,
+        caps,
+        std::future::pending(),
+    ));
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(tokio::net::TcpStream::connect(target).await.unwrap());
+    }
+    let mut extra = tokio::net::TcpStream::connect(target).await.unwrap();
+    let mut buf = [0u8; 1];
+    let r = tokio::time::timeout(std::time::Duration::from_secs(3), extra.read(&mut buf))
+        .await
+        .expect("a connection over the cap is closed at once");
+    assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
+    drop(held.pop());
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let client = AtlsClient::new(None, ServerVerification::Attested(validators_for(&n.0))).unwrap();
+    check(&format!("http://{target}"), client)
+        .await
+        .expect("a freed slot admits a real client");
+    task.abort();
+    let _ = task.await;
+}

@@ -15,6 +15,7 @@ pub mod logging;
 pub mod metadata;
 pub mod metrics;
 pub mod platform;
+pub mod rlimit;
 pub mod services;
 pub mod state;
 pub mod tpm;

@@ -103,6 +103,10 @@ fn main() -> anyhow::Result<()> {
     // Both rustls providers may be linked (dependencies differ); pin aws-lc-rs like the attest crate.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let logs = constellation_node::logging::init();
+    match constellation_node::rlimit::raise_nofile() {
+        Ok(n) => tracing::info!(nofile = n, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "keeping the open-file limit"),
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -779,3 +779,106 @@ async fn rejoin_ignores_an_impostor_ticket_and_stays_unlocked() {
     let e = fetch_peers(&w, &transport2, &fake2).await.unwrap_err();
     assert!(e.contains("not authenticated"), "{e}");
 }
+
+/// A control plane that completed the connection and then froze: it never answers.
+#[derive(Default, Clone)]
+struct Frozen(Arc<std::sync::atomic::AtomicUsize>);
+
+#[tonic::async_trait]
+impl JoinService for Frozen {
+    async fn issue_join_ticket(
+        &self,
+        _: Request<IssueJoinTicketRequest>,
+    ) -> Result<tonic::Response<IssueJoinTicketResponse>, tonic::Status> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        std::future::pending().await
+    }
+    async fn issue_rejoin_ticket(
+        &self,
+        _: Request<IssueRejoinTicketRequest>,
+    ) -> Result<tonic::Response<IssueRejoinTicketResponse>, tonic::Status> {
+        std::future::pending().await
+    }
+    async fn get_peers(
+        &self,
+        _: Request<GetPeersRequest>,
+    ) -> Result<tonic::Response<GetPeersResponse>, tonic::Status> {
+        std::future::pending().await
+    }
+}
+
+/// The plain transport with a short per-call deadline.
+struct ShortDeadline;
+
+impl Transport for ShortDeadline {
+    fn serve_node_attested(
+        &self,
+        r: tonic::service::Routes,
+        l: tokio::net::TcpListener,
+    ) -> BoxFut<'static, Result<(), String>> {
+        PlainTransport.serve_node_attested(r, l)
+    }
+    fn serve_client_attested(
+        &self,
+        r: tonic::service::Routes,
+        l: tokio::net::TcpListener,
+        v: Validators,
+    ) -> BoxFut<'static, Result<(), String>> {
+        PlainTransport.serve_client_attested(r, l, v)
+    }
+    fn connect_attesting(
+        &self,
+        endpoint: String,
+    ) -> BoxFut<'static, Result<tonic::transport::Channel, String>> {
+        PlainTransport.connect_attesting(endpoint)
+    }
+    fn rpc_deadline(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(3)
+    }
+}
+
+/// A join endpoint that accepts the call and never answers costs the joiner one per-call
+/// deadline; it then joins through the next endpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_moves_past_a_frozen_control_plane_within_the_deadline() {
+    use constellation_node_api::v1::join_service_server::JoinServiceServer;
+    let d = tempfile::tempdir().unwrap();
+    let cp = node(d.path(), Role::ControlPlane, true);
+    run_init(&cp, INIT_SECRET).await.unwrap();
+    let genuine = spawn_server(tonic::service::Routes::new(
+        JoinServiceServer::with_interceptor(JoinServer::new(cp.clone()), |mut r: Request<()>| {
+            r.extensions_mut().insert(claims([0; 32]));
+            Ok(r)
+        }),
+    ))
+    .await;
+    let frozen = Frozen::default();
+    let stuck = spawn_server(tonic::service::Routes::new(JoinServiceServer::new(
+        frozen.clone(),
+    )))
+    .await;
+    let transport: Arc<dyn Transport> = Arc::new(ShortDeadline);
+    let deadline = transport.rpc_deadline();
+    let wd = tempfile::tempdir().unwrap();
+    let w = node_with(
+        wd.path(),
+        Role::Worker,
+        false,
+        "w-1",
+        vec![stuck, genuine],
+        Arc::new(MemoryPcr15::default()),
+        Phase::Fresh,
+    );
+    let t0 = std::time::Instant::now();
+    tokio::time::timeout(
+        deadline * 5,
+        join_loop(w.clone(), transport, std::time::Duration::from_secs(60)),
+    )
+    .await
+    .expect("the joiner gave up on the frozen control plane and joined through the next one");
+    let took = t0.elapsed();
+    assert_eq!(w.phase(), Phase::Bootstrapped);
+    assert_eq!(frozen.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert!(took >= deadline, "{took:?}");
+    eprintln!("joined after {took:?} (per-call deadline {deadline:?})");
+}

@@ -178,6 +178,8 @@ pub async fn management(
         .map_err(|e| connect(e.to_string()))?
         .connect_timeout(Duration::from_secs(10))
         .timeout(Duration::from_secs(30))
+        .http2_keep_alive_interval(constellation_attest::atls::limits::KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(constellation_attest::atls::limits::KEEPALIVE_TIMEOUT)
         .tls_config(tls)
         .map_err(|e| connect(e.to_string()))?
         .connect()
@@ -247,6 +249,8 @@ pub async fn recover(
         master_secret: master_secret.to_vec(),
         master_salt: master_salt.to_vec(),
     };
+    // The channel's per-call deadline and keepalive (aTLS endpoint defaults) bound a node
+    // that froze after the handshake.
     let result = RecoveryServiceClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .recover(request)
@@ -280,25 +284,43 @@ pub async fn verify(
         })?
         .connect_timeout(Duration::from_secs(10))
         .timeout(Duration::from_secs(60))
+        .http2_keep_alive_interval(constellation_attest::atls::limits::KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(constellation_attest::atls::limits::KEEPALIVE_TIMEOUT)
         .connect()
         .await
         .map_err(|e| NodeClientError::Connect {
             endpoint: endpoint.clone(),
             detail: error_chain(&e),
         })?;
-    let doc = VerificationServiceClient::new(channel)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .get_attestation(GetAttestationRequest {
-            nonce: nonce.to_vec(),
-        })
-        .await
-        .map_err(|s| NodeClientError::Rpc {
-            call: "GetAttestation",
-            endpoint: endpoint.clone(),
-            status: status_text(&s),
-        })?
-        .into_inner()
-        .attestation;
+    let mut client =
+        VerificationServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
+    // The service is public and rate limited for all callers together: a busy answer means
+    // "shortly", so retry it for a bounded time with jitter.
+    let give_up = std::time::Instant::now() + VERIFY_BUSY_RETRY;
+    let doc = loop {
+        match client
+            .get_attestation(GetAttestationRequest {
+                nonce: nonce.to_vec(),
+            })
+            .await
+        {
+            Ok(r) => break r.into_inner().attestation,
+            Err(s)
+                if s.code() == tonic::Code::ResourceExhausted
+                    && std::time::Instant::now() < give_up =>
+            {
+                let ms = 100 + u64::from(rand::random::<u16>() % 400);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+            Err(s) => {
+                return Err(NodeClientError::Rpc {
+                    call: "GetAttestation",
+                    endpoint: endpoint.clone(),
+                    status: status_text(&s),
+                });
+            }
+        }
+    };
     validators
         .validate_bytes(&doc, &nonce, constellation_node_api::VERIFY_USER_DATA)
         .map_err(|e| NodeClientError::Attestation {
@@ -306,6 +328,9 @@ pub async fn verify(
             detail: e.to_string(),
         })
 }
+
+/// How long [`verify`] retries a verification service that answers busy.
+const VERIFY_BUSY_RETRY: Duration = Duration::from_secs(30);
 
 /// An error with its sources, for messages (tonic's transport errors hide the cause).
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {

@@ -16,6 +16,7 @@
 //! least one direction must be attested.
 
 mod cert;
+pub mod limits;
 mod tonic_io;
 mod verify;
 
@@ -29,7 +30,8 @@ use tokio_rustls::{LazyConfigAcceptor, TlsConnector};
 
 pub use cert::{NONCE_LEN, dn_to_nonce, nonce_to_dn, nonce_to_sni, sni_to_nonce};
 pub use tonic_io::{
-    AtlsConnectInfo, AtlsServerStream, channel, connect_channel, serve_router, serve_routes,
+    AtlsConnectInfo, AtlsServerStream, channel, connect_channel, serve_router,
+    serve_router_with_caps, serve_routes,
 };
 
 use crate::validator::{IssueError, Issuer, ValidationError, Validators, VerifiedClaims};
@@ -74,6 +76,9 @@ pub enum AtlsError {
     /// The handshake did not finish in time.
     #[error("aTLS handshake timed out after {0:?}")]
     Timeout(Duration),
+    /// The client sent no ClientHello in time (an idle connection).
+    #[error("no TLS ClientHello within {0:?}; connection closed")]
+    NoClientHello(Duration),
     /// TLS or I/O failure.
     #[error("TLS handshake failed: {0}")]
     Tls(#[from] std::io::Error),
@@ -258,14 +263,17 @@ impl AtlsServer {
         ),
         AtlsError,
     > {
-        tokio::time::timeout(self.timeout, self.accept_inner(tcp))
-            .await
-            .map_err(|_| AtlsError::Timeout(self.timeout))?
+        self.accept_limited(tcp, None).await
     }
 
-    async fn accept_inner(
+    /// [`AtlsServer::accept`], issuing only while holding a permit of `issuing`. The
+    /// ClientHello must arrive within [`limits::CLIENT_HELLO_TIMEOUT`]: until then the
+    /// connection has cost nothing but its socket, so idle connections cannot hold the
+    /// permits that real handshakes need.
+    pub async fn accept_limited(
         &self,
         tcp: TcpStream,
+        issuing: Option<&tokio::sync::Semaphore>,
     ) -> Result<
         (
             tokio_rustls::server::TlsStream<TcpStream>,
@@ -273,8 +281,41 @@ impl AtlsServer {
         ),
         AtlsError,
     > {
-        let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp).await?;
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let hello_wait = limits::CLIENT_HELLO_TIMEOUT.min(self.timeout);
+        let start = tokio::time::timeout(
+            hello_wait,
+            LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp),
+        )
+        .await
+        .map_err(|_| AtlsError::NoClientHello(hello_wait))??;
+        tokio::time::timeout_at(deadline, self.accept_inner(start, issuing))
+            .await
+            .map_err(|_| AtlsError::Timeout(self.timeout))?
+    }
+
+    async fn accept_inner(
+        &self,
+        start: tokio_rustls::StartHandshake<TcpStream>,
+        issuing: Option<&tokio::sync::Semaphore>,
+    ) -> Result<
+        (
+            tokio_rustls::server::TlsStream<TcpStream>,
+            Option<VerifiedClaims>,
+        ),
+        AtlsError,
+    > {
         let sni = start.client_hello().server_name().map(str::to_owned);
+        // Every quote costs TPM time: bound how many unauthenticated peers make us issue at
+        // once. The permit is held only while issuing.
+        let permit = match (&self.issuer, issuing) {
+            (Some(_), Some(s)) => Some(
+                s.acquire()
+                    .await
+                    .map_err(|_| AtlsError::CertGen("the server is shutting down".into()))?,
+            ),
+            _ => None,
+        };
         // Issue off the async workers: a TPM quote blocks for milliseconds to seconds.
         let issuer = self.issuer.clone();
         let (cert, key) = tokio::task::spawn_blocking(move || {
@@ -290,6 +331,7 @@ impl AtlsServer {
         })
         .await
         .map_err(|e| AtlsError::CertGen(format!("issuer task failed: {e}")))??;
+        drop(permit);
 
         let outcome = Arc::new(Mutex::new(verify::Outcome::default()));
         let builder = rustls::ServerConfig::builder_with_provider(provider())

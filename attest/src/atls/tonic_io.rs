@@ -13,6 +13,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tonic::transport::server::{Connected, Router};
 use tonic::transport::{Channel, Endpoint, Uri};
 
+use super::limits::{self, CappedListener, ConnectionCaps, ConnectionSlot};
 use super::{AtlsClient, AtlsError, AtlsServer};
 use crate::validator::VerifiedClaims;
 
@@ -31,6 +32,8 @@ pub struct AtlsConnectInfo {
 pub struct AtlsServerStream {
     inner: tokio_rustls::server::TlsStream<TcpStream>,
     info: AtlsConnectInfo,
+    /// This connection's place under the listener's connection caps.
+    _slot: ConnectionSlot,
 }
 
 impl Connected for AtlsServerStream {
@@ -81,47 +84,64 @@ impl AsyncWrite for AtlsServerStream {
     }
 }
 
-/// Handshakes [`serve_router`] runs at the same time.
-pub const MAX_CONCURRENT_HANDSHAKES: usize = 32;
-
 /// Serves `router` on `listener` over aTLS until `shutdown` completes. Every connection runs its
 /// own handshake concurrently; connections whose handshake fails (e.g. attestation rejected)
-/// are logged and dropped before any request reaches a handler.
+/// are logged and dropped before any request reaches a handler. Connections are capped per
+/// listener and per peer ([`limits::ConnectionCaps`]); a connection must send its
+/// ClientHello within [`limits::CLIENT_HELLO_TIMEOUT`], and at most
+/// [`limits::MAX_CONCURRENT_ISSUING`] handshakes issue an attestation at once.
 pub async fn serve_router(
     router: Router,
     listener: TcpListener,
     server: AtlsServer,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
+    serve_router_with_caps(
+        router,
+        listener,
+        server,
+        ConnectionCaps::default(),
+        shutdown,
+    )
+    .await
+}
+
+/// [`serve_router`] with explicit connection caps.
+pub async fn serve_router_with_caps(
+    router: Router,
+    listener: TcpListener,
+    server: AtlsServer,
+    caps: ConnectionCaps,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<AtlsServerStream, io::Error>>(16);
     let server = Arc::new(server);
-    let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_HANDSHAKES));
+    let issuing = Arc::new(tokio::sync::Semaphore::new(limits::MAX_CONCURRENT_ISSUING));
+    let mut listener = CappedListener::new(listener, caps);
     let accept_loop = tokio::spawn(async move {
         loop {
-            let (tcp, addr) = match listener.accept().await {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "aTLS accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            // Every handshake costs a TPM quote; bound how many unauthenticated peers can make us
-            // run at once (further connections wait in the accept backlog).
-            let Ok(permit) = limit.clone().acquire_owned().await else {
-                break;
-            };
+            let (capped, addr) = listener.accept().await;
+            let (tcp, slot) = capped.into_parts();
             let server = server.clone();
             let tx = tx.clone();
+            let issuing = issuing.clone();
             tokio::spawn(async move {
-                let _permit = permit;
-                match server.accept(tcp).await {
+                match server.accept_limited(tcp, Some(&issuing)).await {
                     Ok((inner, claims)) => {
                         let info = AtlsConnectInfo {
                             remote_addr: Some(addr),
                             peer_claims: claims.map(Arc::new),
                         };
-                        let _ = tx.send(Ok(AtlsServerStream { inner, info })).await;
+                        let _ = tx
+                            .send(Ok(AtlsServerStream {
+                                inner,
+                                info,
+                                _slot: slot,
+                            }))
+                            .await;
+                    }
+                    Err(e @ AtlsError::NoClientHello(_)) => {
+                        tracing::debug!(peer = %addr, error = %e, "aTLS connection dropped");
                     }
                     // Only a rejected attestation is a refusal (the node reports those as
                     // verdicts about the peer's image); other failures are transient.
@@ -148,14 +168,15 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// [`serve_router`] for a set of tonic `Routes` (built with default server settings).
+/// [`serve_router`] for a set of tonic `Routes`, on a server with the node's limits
+/// ([`limits::server_builder`]).
 pub async fn serve_routes(
     routes: tonic::service::Routes,
     listener: TcpListener,
     server: AtlsServer,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    let router = tonic::transport::Server::builder().add_routes(routes);
+    let router = limits::server_builder().add_routes(routes);
     serve_router(router, listener, server, shutdown).await
 }
 
@@ -170,7 +191,9 @@ fn endpoint(uri: &str) -> Result<Endpoint, AtlsError> {
             "use http://host:port — TLS is done by aTLS, not by tonic".to_owned(),
         ));
     }
-    Endpoint::from_shared(uri.to_owned()).map_err(|e| bad(e.to_string()))
+    Endpoint::from_shared(uri.to_owned())
+        .map(limits::client_endpoint)
+        .map_err(|e| bad(e.to_string()))
 }
 
 type ClientIo = TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
@@ -190,7 +213,10 @@ fn connector(
                 .trim_matches(['[', ']'])
                 .to_owned();
             let port = uri.port_u16().unwrap_or(80);
-            let tcp = TcpStream::connect((host.as_str(), port)).await?;
+            let tcp =
+                tokio::time::timeout(client.timeout, TcpStream::connect((host.as_str(), port)))
+                    .await
+                    .map_err(|_| AtlsError::Timeout(client.timeout))??;
             tcp.set_nodelay(true)?;
             let (tls, _claims) = client.connect(tcp).await?;
             Ok(TokioIo::new(tls))

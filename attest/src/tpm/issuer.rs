@@ -188,6 +188,11 @@ impl TpmIssuerConfig {
 
 type Reply<T> = mpsc::SyncSender<Result<T, IssueError>>;
 
+/// TPM requests waiting for the worker at most. Quotes beyond it fail at once with
+/// [`IssueError::Busy`] instead of piling up behind a flood (each waiting caller holds a
+/// thread); PCR extensions and reads wait for room, behind at most this many quotes.
+pub const TPM_QUEUE_CAPACITY: usize = 32;
+
 enum Cmd {
     Quote {
         qualifying: [u8; 32],
@@ -221,7 +226,7 @@ struct Quoted {
 
 /// A TPM-backed [`Issuer`]. Cheap to share behind an `Arc`; requests are serialised.
 pub struct TpmIssuer {
-    tx: Mutex<Option<mpsc::Sender<Cmd>>>,
+    tx: Mutex<Option<mpsc::SyncSender<Cmd>>>,
     worker: Option<thread::JoinHandle<()>>,
     config: TpmIssuerConfig,
     ak_public: Vec<u8>,
@@ -257,7 +262,7 @@ impl TpmIssuer {
     /// Connects to the TPM and obtains the AK from the configured [`AkSource`] (created or
     /// re-derived primary keys are flushed again when the issuer is dropped).
     pub fn open(config: TpmIssuerConfig) -> Result<Self, IssueError> {
-        let (tx, rx) = mpsc::channel::<Cmd>();
+        let (tx, rx) = mpsc::sync_channel::<Cmd>(TPM_QUEUE_CAPACITY);
         let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<Vec<u8>, IssueError>>(1);
         let worker_cfg = config.clone();
         let worker = thread::Builder::new()
@@ -276,22 +281,40 @@ impl TpmIssuer {
         })
     }
 
-    fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Cmd) -> Result<T, IssueError> {
+    /// Sends a request to the worker and waits for its answer. `fail_fast` requests (quotes)
+    /// are refused with [`IssueError::Busy`] when the queue is full; the others wait for room.
+    fn call<T>(
+        &self,
+        fail_fast: bool,
+        make: impl FnOnce(Reply<T>) -> Cmd,
+    ) -> Result<T, IssueError> {
         let (reply, rx) = mpsc::sync_channel(1);
-        self.tx
+        // Clone the sender so a blocking send does not hold the lock (and Drop can close it).
+        let tx = self
+            .tx
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .ok_or(IssueError::Closed)?
-            .send(make(reply))
-            .map_err(|_| IssueError::Closed)?;
+            .clone()
+            .ok_or(IssueError::Closed)?;
+        let cmd = make(reply);
+        if fail_fast {
+            tx.try_send(cmd).map_err(|e| match e {
+                mpsc::TrySendError::Full(_) => IssueError::Busy {
+                    queued: TPM_QUEUE_CAPACITY,
+                },
+                mpsc::TrySendError::Disconnected(_) => IssueError::Closed,
+            })?;
+        } else {
+            tx.send(cmd).map_err(|_| IssueError::Closed)?;
+        }
+        drop(tx);
         rx.recv().map_err(|_| IssueError::Closed)?
     }
 
     /// Extends `pcr` like `TPM2_PCR_Event(data)`: every allocated bank gets H_bank(data).
     pub fn pcr_event(&self, pcr: u32, data: &[u8]) -> Result<(), IssueError> {
         let data = data.to_vec();
-        self.call(|reply| Cmd::Event { pcr, data, reply })
+        self.call(false, |reply| Cmd::Event { pcr, data, reply })
     }
 
     /// Extends PCR 15 with the cluster ID; afterwards PCR 15 (SHA-256) equals
@@ -302,12 +325,12 @@ impl TpmIssuer {
 
     /// Extends only the SHA-256 bank of `pcr` with `digest` (TPM2_PCR_Extend).
     pub fn extend_sha256(&self, pcr: u32, digest: [u8; 32]) -> Result<(), IssueError> {
-        self.call(|reply| Cmd::ExtendSha256 { pcr, digest, reply })
+        self.call(false, |reply| Cmd::ExtendSha256 { pcr, digest, reply })
     }
 
     /// Reads the configured PCRs of the SHA-256 bank.
     pub fn read_pcrs(&self) -> Result<BTreeMap<u32, [u8; 32]>, IssueError> {
-        self.call(|reply| Cmd::Read { reply })
+        self.call(false, |reply| Cmd::Read { reply })
     }
 
     /// Sets (or replaces) the per-document instance_info source, e.g. after reading the Azure
@@ -324,7 +347,7 @@ impl TpmIssuer {
     /// Reads a whole NV index with owner authorisation (empty password), e.g. the Azure HCL
     /// report at [`AZURE_HCL_REPORT_NV_INDEX`] or the GCE AK certificates.
     pub fn nv_read(&self, index: u32) -> Result<Vec<u8>, IssueError> {
-        self.call(|reply| Cmd::NvRead { index, reply })
+        self.call(false, |reply| Cmd::NvRead { index, reply })
     }
 }
 
@@ -351,7 +374,7 @@ impl Issuer for TpmIssuer {
             None => self.config.instance_info.clone(),
         };
         let qualifying = tpm_qualifying_data(&instance_info, &extra);
-        let q = self.call(|reply| Cmd::Quote { qualifying, reply })?;
+        let q = self.call(true, |reply| Cmd::Quote { qualifying, reply })?;
         Ok(AttestationDocument::new(
             self.config.variant,
             user_data.to_vec(),

@@ -21,10 +21,27 @@ async fn client(
     transport: &Arc<dyn Transport>,
     endpoint: &str,
 ) -> Result<JoinServiceClient<tonic::transport::Channel>, String> {
-    let ch = transport.connect_attesting(endpoint.to_string()).await?;
+    let ch = within(
+        transport,
+        "connecting",
+        transport.connect_attesting(endpoint.to_string()),
+    )
+    .await??;
     Ok(JoinServiceClient::new(ch)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES))
+}
+
+/// Runs `call` under the transport's per-call deadline.
+async fn within<T>(
+    transport: &Arc<dyn Transport>,
+    what: &str,
+    call: impl std::future::Future<Output = T>,
+) -> Result<T, String> {
+    let deadline = transport.rpc_deadline();
+    tokio::time::timeout(deadline, call)
+        .await
+        .map_err(|_| format!("{what}: no answer within {deadline:?}"))
 }
 
 fn endpoints(ctx: &NodeContext) -> Vec<String> {
@@ -146,14 +163,17 @@ pub async fn fetch_peers(
     let own = crate::services::mesh_address(&ctx.info.private_ip.to_string());
     let nonce: [u8; 32] = rand::random();
     let mut c = client(transport, ep).await?;
-    let resp = c
-        .get_peers(constellation_node_api::v1::GetPeersRequest {
+    let resp = within(
+        transport,
+        "GetPeers",
+        c.get_peers(constellation_node_api::v1::GetPeersRequest {
             node_name: ctx.info.name.clone(),
             nonce: nonce.to_vec(),
-        })
-        .await
-        .map(tonic::Response::into_inner)
-        .map_err(|s| format!("GetPeers ({:?}): {}", s.code(), s.message()))?;
+        }),
+    )
+    .await?
+    .map(tonic::Response::into_inner)
+    .map_err(|s| format!("GetPeers ({:?}): {}", s.code(), s.message()))?;
     let answer = crate::services::join::peers_answer_bytes(
         &ctx.info.name,
         &resp.peers,
@@ -249,8 +269,8 @@ async fn try_join(
         image_version: ctx.image_version.clone(),
     };
     let ticket = crate::services::init::wiped(
-        c.issue_join_ticket(req)
-            .await
+        within(transport, "IssueJoinTicket", c.issue_join_ticket(req))
+            .await?
             .map_err(|s| format!("join refused ({:?}): {}", s.code(), s.message()))?
             .into_inner(),
     );
@@ -442,12 +462,16 @@ async fn try_rejoin(
         .map_err(|e| e.to_string())?;
     let mut c = client(transport, ep).await?;
     let ticket = crate::services::init::wiped(
-        c.issue_rejoin_ticket(IssueRejoinTicketRequest {
-            node_name: ctx.info.name.clone(),
-            disk_uuid: uuid,
-            is_control_plane: ctx.info.role == Role::ControlPlane,
-        })
-        .await
+        within(
+            transport,
+            "IssueRejoinTicket",
+            c.issue_rejoin_ticket(IssueRejoinTicketRequest {
+                node_name: ctx.info.name.clone(),
+                disk_uuid: uuid,
+                is_control_plane: ctx.info.role == Role::ControlPlane,
+            }),
+        )
+        .await?
         .map_err(|s| format!("rejoin refused ({:?}): {}", s.code(), s.message()))?
         .into_inner(),
     );

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use constellation_attest::atls::limits::{self, CappedListener, CappedStream, ConnectionCaps};
 use constellation_attest::validator::Validators;
 use constellation_node_api::limits::MAX_MESSAGE_BYTES;
 use constellation_node_api::v1::init_service_server::InitServiceServer;
@@ -16,7 +17,7 @@ use constellation_node_api::v1::recovery_service_server::RecoveryServiceServer;
 use constellation_node_api::v1::verification_service_server::VerificationServiceServer;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
-use tonic::transport::{Channel, Server};
+use tonic::transport::Channel;
 
 use super::Config;
 use crate::ca::ClusterCa;
@@ -83,6 +84,12 @@ pub trait Transport: Send + Sync + 'static {
 
     /// Connects to `endpoint` (`host:port`) as an attesting client (join client).
     fn connect_attesting(&self, endpoint: String) -> BoxFut<'static, Result<Channel, String>>;
+
+    /// How long the join client waits for one call (connect included) before it tries the
+    /// next endpoint: a control plane that froze after the handshake costs no more.
+    fn rpc_deadline(&self) -> std::time::Duration {
+        limits::CLIENT_RPC_TIMEOUT
+    }
 }
 
 async fn bind(server: &'static str, addr: SocketAddr) -> Result<TcpListener, ServeError> {
@@ -93,6 +100,25 @@ async fn bind(server: &'static str, addr: SocketAddr) -> Result<TcpListener, Ser
             addr,
             source,
         })
+}
+
+/// How long a management client may take for its TLS handshake.
+const MANAGEMENT_TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The verification service's HTTP listener under the connection caps.
+struct HttpListener(CappedListener);
+
+impl axum::serve::Listener for HttpListener {
+    type Io = CappedStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        self.0.accept().await
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.0.local_addr()
+    }
 }
 
 /// Logged once every public server listens ("agent ready").
@@ -115,9 +141,9 @@ pub async fn serve_all(
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     set.spawn(async move {
-        Server::builder()
+        limits::server_builder()
             .add_service(svc)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(l))
+            .serve_with_incoming(CappedListener::new(l, ConnectionCaps::default()))
             .await
             .map_err(|e| ServeError::Serve {
                 server: "verification",
@@ -126,12 +152,15 @@ pub async fn serve_all(
     });
     let l = bind("verification-http", SocketAddr::new(ip, p.verify_http)).await?;
     set.spawn(async move {
-        axum::serve(l, http_router(verify))
-            .await
-            .map_err(|e| ServeError::Serve {
-                server: "verification-http",
-                message: e.to_string(),
-            })
+        axum::serve(
+            HttpListener(CappedListener::new(l, ConnectionCaps::default())),
+            http_router(verify),
+        )
+        .await
+        .map_err(|e| ServeError::Serve {
+            server: "verification-http",
+            message: e.to_string(),
+        })
     });
     // Metrics only on the private network address, never on a wildcard.
     let l = bind("metrics", SocketAddr::new(ctx.info.private_ip, p.metrics)).await?;
@@ -238,7 +267,8 @@ pub async fn serve_management(ctx: Arc<NodeContext>, cfg: &Config) -> Result<(),
             server.key_pem.as_bytes(),
         ))
         .client_ca_root(tonic::transport::Certificate::from_pem(ca_pem.as_bytes()))
-        .client_auth_optional(false);
+        .client_auth_optional(false)
+        .timeout(MANAGEMENT_TLS_HANDSHAKE_TIMEOUT);
     let addr = SocketAddr::new(cfg.listen_ip, cfg.ports.management);
     let l = bind("management", addr).await?;
     let svc = ManagementServiceServer::new(ManagementServer::new(ctx.clone()))
@@ -248,12 +278,12 @@ pub async fn serve_management(ctx: Arc<NodeContext>, cfg: &Config) -> Result<(),
     let sync = MemberSyncServiceServer::new(MemberSyncServer::new(ctx))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    Server::builder()
+    limits::server_builder()
         .tls_config(tls)
         .map_err(|e| ServeError::Tls(e.to_string()))?
         .add_service(svc)
         .add_service(sync)
-        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(l))
+        .serve_with_incoming(CappedListener::new(l, ConnectionCaps::default()))
         .await
         .map_err(|e| ServeError::Serve {
             server: "management",

@@ -113,16 +113,61 @@ impl<T: WipeSecrets> std::ops::Deref for WipedRef<T> {
     }
 }
 
+/// Init-secret checks that run at the same time. Each is an Argon2 run with the memory cost
+/// of the metadata's hash (the provider's default is 19 MiB), so this bounds what concurrent
+/// unauthenticated Init calls can allocate before the secret is known to be right.
+pub const MAX_CONCURRENT_SECRET_CHECKS: usize = 2;
+
+/// How long an Init call waits for a free check slot before it is refused with
+/// `RESOURCE_EXHAUSTED`.
+pub const SECRET_CHECK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The InitService implementation.
 #[derive(Debug, Clone)]
 pub struct InitServer {
     ctx: Arc<NodeContext>,
+    checks: Arc<tokio::sync::Semaphore>,
+    running: Arc<std::sync::atomic::AtomicUsize>,
+    peak: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl InitServer {
     /// Serves Init for this node.
     pub fn new(ctx: Arc<NodeContext>) -> Self {
-        Self { ctx }
+        Self {
+            ctx,
+            checks: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_SECRET_CHECKS)),
+            running: Arc::default(),
+            peak: Arc::default(),
+        }
+    }
+
+    /// The most init-secret checks that ever ran at the same time on this server.
+    pub fn peak_concurrent_checks(&self) -> usize {
+        self.peak.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Checks `secret` against `hash` in one of the bounded check slots.
+    async fn check_secret(&self, hash: String, secret: Zeroizing<Vec<u8>>) -> Result<bool, Status> {
+        use std::sync::atomic::Ordering;
+        let permit = tokio::time::timeout(SECRET_CHECK_WAIT, self.checks.clone().acquire_owned())
+            .await
+            .map_err(|_| {
+                Status::resource_exhausted(
+                    "too many Init calls are being checked; try again shortly",
+                )
+            })?
+            .map_err(|_| Status::unavailable("the Init service is shutting down"))?;
+        let (running, peak) = (self.running.clone(), self.peak.clone());
+        blocking(move || {
+            let _permit = permit;
+            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+            peak.fetch_max(now, Ordering::SeqCst);
+            let ok = check_init_secret(&hash, &secret);
+            running.fetch_sub(1, Ordering::SeqCst);
+            ok
+        })
+        .await
     }
 }
 
@@ -208,7 +253,7 @@ impl InitService for InitServer {
             ));
         };
         let secret = Zeroizing::new(req.init_secret.clone());
-        if !blocking(move || check_init_secret(&hash, &secret)).await? {
+        if !self.check_secret(hash, secret).await? {
             tracing::warn!("Init refused: the init secret does not match the metadata hash");
             return Err(Status::permission_denied("init secret does not match"));
         }

@@ -298,6 +298,8 @@ async fn push(
         .map_err(|e| e.to_string())?
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(20))
+        .http2_keep_alive_interval(constellation_attest::atls::limits::KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(constellation_attest::atls::limits::KEEPALIVE_TIMEOUT)
         .connect()
         .await
         .map_err(|e| format!("connecting to {addr}: {e}"))?;

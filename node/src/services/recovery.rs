@@ -40,7 +40,14 @@ impl RecoveryService for RecoveryServer {
         }
         let master = MasterSecret::new(&req.master_secret, &req.master_salt)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let _guard = ctx.bootstrap_lock.lock().await;
+        // One attempt at a time, and no queue: each attempt costs an Argon2 key-slot check, so
+        // queued bogus calls would delay a genuine one (and the node's own rejoin, which takes
+        // the same lock) without bound. A caller that finds it busy retries.
+        let Ok(_guard) = ctx.bootstrap_lock.try_lock() else {
+            return Err(Status::unavailable(
+                "busy: another recovery attempt or a rejoin is running on this node; try again shortly",
+            ));
+        };
         if ctx.phase() != Phase::AwaitingRejoin {
             return Err(Status::failed_precondition("the node rejoined meanwhile"));
         }
