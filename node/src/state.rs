@@ -325,21 +325,22 @@ impl ClusterState {
     /// view changed.
     pub fn merge(&mut self, members: BTreeMap<String, Member>, removed: &[String]) -> bool {
         let mut changed = false;
+        // A set for look-ups: the list only grows, so linear scans made each merge quadratic.
+        let mut known: std::collections::HashSet<String> = self.removed.iter().cloned().collect();
         for name in removed {
-            if !self.removed.contains(name) {
+            if known.insert(name.clone()) {
                 self.removed.push(name.clone());
                 changed = true;
             }
         }
         for (name, m) in members {
-            if !self.members.contains_key(&name) && !self.removed.contains(&name) {
+            if !self.members.contains_key(&name) && !known.contains(&name) {
                 self.members.insert(name, m);
                 changed = true;
             }
         }
         let before = self.members.len();
-        let removed = &self.removed;
-        self.members.retain(|name, _| !removed.contains(name));
+        self.members.retain(|name, _| !known.contains(name));
         changed |= self.members.len() != before;
         changed
     }
@@ -394,6 +395,21 @@ mod tests {
         other.insert("cp-0".into(), member("10.9.9.9"));
         assert!(!a.merge(other, &[]));
         assert_eq!(a.members["cp-0"].private_ip, "10.0.0.1");
+    }
+
+    #[test]
+    fn merge_of_many_removals_is_set_based_and_deduplicated() {
+        let mut a = ClusterState::default();
+        a.members.insert("w-42".into(), member("10.0.0.1"));
+        let removed: Vec<String> = (0..5000).map(|i| format!("w-{i}")).collect();
+        assert!(a.merge(BTreeMap::new(), &removed));
+        assert_eq!(a.removed.len(), 5000);
+        assert!(a.members.is_empty(), "a removed name drops its record");
+        assert!(
+            !a.merge(BTreeMap::new(), &removed),
+            "merging again changes nothing"
+        );
+        assert_eq!(a.removed.len(), 5000);
     }
 
     fn mac_key(byte: u8) -> StateMacKey {
