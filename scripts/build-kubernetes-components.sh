@@ -8,6 +8,7 @@
 #     containerd containerd-shim-runc-v2 ctr (image/kubernetes/containerd)
 #     runc                                  (image/kubernetes/runc: cgo, static-pie, seccomp via Debian libseccomp-dev)
 #     bridge host-local loopback            (image/kubernetes/cni)
+#     pause                                 (image/pause, Rust, static)
 #     manifest.json                         (versions and sha256 of every binary)
 #
 # <key> is a hash of every input that decides the bytes (wrapper go.mod/go.sum, these scripts, the Go
@@ -49,6 +50,8 @@ key=$( {
   go version
   cc --version | head -1
   pkg-config --modversion libseccomp
+  cat "$root/Cargo.lock" "$root/image/pause/Cargo.toml" "$root/image/pause/src/main.rs"
+  rustc --version
 } | sha256sum | cut -c1-16)
 dir="${CONSTELLATION_K8S_COMPONENTS:-$cache/kubernetes/components-$key}"
 mkdir -p "$dir"
@@ -56,7 +59,7 @@ exec 8>"$dir/.lock"
 flock 8
 
 bins=(kubeadm kubelet kube-apiserver kube-controller-manager kube-scheduler etcd containerd
-  containerd-shim-runc-v2 ctr runc bridge host-local loopback)
+  containerd-shim-runc-v2 ctr runc bridge host-local loopback pause)
 
 if [ -e "$dir/.stamp" ] && [ "$(cat "$dir/.stamp")" = "$key" ]; then
   (cd "$dir" && jq -r '.binaries | to_entries[] | "\(.value.sha256)  \(.key)"' manifest.json | sha256sum --quiet -c -) \
@@ -100,6 +103,17 @@ for p in main/bridge ipam/host-local main/loopback; do
   CGO_ENABLED=0 gobuild cni "${p#*/}" "github.com/containernetworking/plugins/plugins/$p" -ldflags "$ld -X $bv=$cni"
 done
 
+# pause (image/pause), static glibc, in its own target directory because RUSTFLAGS differ from the
+# workspace's; paths in the binary are remapped so it does not depend on where the tree lives.
+pt="$cache/kubernetes/pause-target"
+t0=$SECONDS
+RUSTFLAGS="-C target-feature=+crt-static -C strip=symbols --remap-path-prefix=$root=/src \
+--remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}=/cargo --remap-path-prefix=$(rustc --print sysroot)=/rustc" \
+  cargo build -q --locked --release -p constellation-pause --target x86_64-unknown-linux-gnu \
+  --target-dir "$pt" --manifest-path "$root/Cargo.toml"
+cp "$pt/x86_64-unknown-linux-gnu/release/pause" "$dir/pause.tmp" && mv "$dir/pause.tmp" "$dir/pause"
+log "pause built in $((SECONDS - t0)) s"
+
 # Kubernetes itself, last: by far the longest build (it checks each binary's stamped version).
 KUBERNETES_OUT="$dir" bash "$root/scripts/build-kubernetes.sh" all >/dev/null
 
@@ -117,6 +131,11 @@ for p in bridge host-local loopback; do
   check "$p" "$(CNI_COMMAND=VERSION "$dir/$p" </dev/null)" '"supportedVersions"'
   check "$p" "$("$dir/$p" --version 2>&1 || true)" "$cni"
 done
+check pause "$("$dir/pause" -v)" "pause"
+"$dir/pause" 2>/dev/null & pid=$!
+sleep 0.5
+kill -TERM "$pid"
+wait "$pid" || die "pause did not exit 0 on SIGTERM"
 file "$dir"/* 2>/dev/null | grep -v 'statically linked\|static-pie linked\|\.lock\|manifest.json' | grep ELF \
   && die "a binary above is dynamically linked"
 
