@@ -55,8 +55,8 @@ key=$( {
 } | sha256sum | cut -c1-16)
 dir="${CONSTELLATION_K8S_COMPONENTS:-$cache/kubernetes/components-$key}"
 mkdir -p "$dir"
-exec 8>"$dir/.lock"
-flock 8
+exec 8>"$dir/.components.lock"
+flock 8  # build-kubernetes.sh locks .lock in the same directory
 
 bins=(kubeadm kubelet kube-apiserver kube-controller-manager kube-scheduler etcd containerd
   containerd-shim-runc-v2 ctr runc bridge host-local loopback pause)
