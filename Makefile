@@ -8,7 +8,7 @@ CARGO ?= cargo
 # Everything tests need that a fresh Debian 12 machine lacks is installed by this script.
 DEPS := scripts/install-deps.sh
 
-.PHONY: help deps test fmt-check clippy unit docs docs-check fuzz-smoke bench demo demo-destroy image image-check image-run image-boot-time test-tofu-cluster
+.PHONY: help deps test fmt-check clippy unit docs docs-check fuzz-smoke bench demo demo-destroy image image-check image-run image-boot-time test-tofu-cluster kubernetes-components
 
 help:
 	@echo "make demo    - run the local example through terraform"
@@ -16,6 +16,7 @@ help:
 	@echo "make test-tofu-cluster - the local cluster lifecycle test (VMs) against OpenTofu"
 	@echo "make bench   - benchmarks (figures printed, nothing asserted)"
 	@echo "make image   - build the node image into image/out/"
+	@echo "make kubernetes-components - build kubeadm, kubelet, etcd, containerd, runc, CNI from source (docs/kubernetes-components.md)"
 	@echo "make image-check - build the image twice in different directories and compare"
 	@echo "make image-run   - boot image/out/disk.raw with OVMF + swtpm (serial console)"
 	@echo "make image-boot-time - boot-to-agent-ready time of image/out/disk.raw per stage"
@@ -62,6 +63,11 @@ demo-destroy:
 # Node image (image/): reproducible UKI + GPT disk + measurements.json + manifest.json.
 image: deps
 	bash scripts/build-image.sh image/out
+
+# Kubernetes node components from their pinned Go modules (cold: tens of minutes; then a no-op).
+# Output directory: CONSTELLATION_K8S_COMPONENTS, else under CONSTELLATION_CACHE.
+kubernetes-components: deps
+	nice -n 19 bash scripts/build-kubernetes-components.sh
 
 # Two builds in different directories must be byte-identical.
 image-check: deps

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Builds the pinned Kubernetes components from their Go modules (image/kubernetes/go.mod) into
-# ${CONSTELLATION_CACHE:-~/.cache/constellation-rs}/kubernetes/<version>/<name>, each only when it
-# is missing, and prints the paths on stdout (one a line, in argument order).
+# ${KUBERNETES_OUT:-${CONSTELLATION_CACHE:-~/.cache/constellation-rs}/kubernetes/<version>}/<name>, each only
+# when it is missing, and prints the paths on stdout (one a line, in argument order).
 #
 #   scripts/build-kubernetes.sh [COMPONENT...]     (default: kubeadm)
 #   COMPONENT: kubeadm kubelet kube-apiserver kube-controller-manager kube-scheduler, or `all`
 #
 # Build flags follow upstream's release build (hack/lib/golang.sh, hack/lib/version.sh): static
-# (CGO_ENABLED=0), `-trimpath`, `-s -w`, tags `selinux,notest,grpcnotrace`, and the version stamped
+# (CGO_ENABLED=0), `-trimpath`, `-s -w`, an empty build ID, tags `selinux,notest,grpcnotrace`, and the version stamped
 # with -X into k8s.io/component-base/version and k8s.io/client-go/pkg/version. Unstamped, the
 # version reads `v0.0.0-master+$Format:%H$`, which kubeadm cannot parse. buildDate is the release's
 # time as the module proxy reports it, so the bytes do not depend on when or where the build runs.
@@ -48,7 +48,7 @@ for p in k8s.io/client-go/pkg/version k8s.io/component-base/version; do
   fi
 done
 
-dir="${CONSTELLATION_CACHE:-$HOME/.cache/constellation-rs}/kubernetes/$version"
+dir="${KUBERNETES_OUT:-${CONSTELLATION_CACHE:-$HOME/.cache/constellation-rs}/kubernetes/$version}"
 mkdir -p "$dir"
 # One build at a time per cache: two concurrent links of these binaries need several GiB each.
 exec 9>"$dir/.lock"
@@ -69,7 +69,7 @@ for name in "$@"; do
     trap 'rm -f "$tmp"' EXIT
     t0=$SECONDS
     go build -trimpath -buildvcs=false -tags selinux,notest,grpcnotrace \
-      -ldflags "-s -w$X" -o "$tmp" "k8s.io/kubernetes/cmd/$name"
+      -ldflags "-s -w -buildid=$X" -o "$tmp" "k8s.io/kubernetes/cmd/$name"
     got=$(reported_version "$name" "$tmp")
     [ "$got" = "$version" ] || die "$name reports version '$got', want $version"
     # A half-written or wrongly stamped binary never sits at the cached path.

@@ -21,6 +21,9 @@ pkgs=(
   time
   # image build: Kubernetes flavour downloads (the .debs come through apt-get download)
   curl
+  # Kubernetes components from source (scripts/build-kubernetes-components.sh): runc's seccomp
+  # support is cgo against a static libseccomp; jq and file check the output
+  libseccomp-dev jq file
   # fuzz smoke (scripts/fuzz-smoke.sh): libfuzzer-sys compiles libFuzzer's C++ sources
   g++
 )
