@@ -315,7 +315,8 @@ fn invalid_configuration_is_refused_at_the_attribute_without_vms() {
 /// examples/local (1 control plane + 2 workers) with a write-only master secret; verification; stable plans;
 /// scale 2 → 3 → 1; a crashed worker boots again from its disks and rejoins, a vanished one is
 /// replaced; after a whole-host power loss apply recovers the cluster; a worker booted from a
-/// tampered image is refused naming the PCR; import; destroy leaves nothing.
+/// tampered image is refused naming the PCR; import, then a scale-up of the imported cluster;
+/// destroy leaves nothing.
 #[test]
 fn local_cluster_lifecycle() {
     let tf = require_terraform!();
@@ -618,6 +619,24 @@ fn local_cluster_lifecycle() {
     assert!(plan.no_changes(), "after import: {}", plan.stdout);
     let n = nodes(&ws);
     assert_all_joined(&n, &version);
+
+    // The imported cluster is fully manageable: with the master secret in the configuration
+    // the owner credential is derived again, and a scale-up applies and the new worker joins.
+    set_workers(&ws, 2);
+    must(ws.apply().unwrap());
+    let n = nodes(&ws);
+    let names_after = names(&n);
+    assert_eq!(names_after.len(), 3, "{names_after:?}");
+    assert_eq!(names_after[..2], ["demo-cp-0", "demo-worker-3"]);
+    let added = names_after[2].clone();
+    assert!(
+        added.starts_with("demo-worker-") && added != "demo-worker-3",
+        "{names_after:?}"
+    );
+    assert_all_joined(&n, &version);
+    wait_serial(&added, "joined the cluster");
+    let plan = must(ws.plan().unwrap());
+    assert!(plan.no_changes(), "after scale-up: {}", plan.stdout);
 
     // Destroy: no process, nothing left of the cluster directory.
     must(ws.destroy().unwrap());

@@ -7,10 +7,9 @@
 //! each control plane's management server certificate; both sides of the management API then
 //! authenticate each other by that CA.
 
-use p256::pkcs8::EncodePrivateKey;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType,
+    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair,
+    KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType,
 };
 use zeroize::Zeroizing;
 
@@ -68,46 +67,15 @@ impl std::fmt::Debug for ClusterCa {
     }
 }
 
-fn ca_params() -> Result<CertificateParams, CaError> {
-    let mut p = CertificateParams::new(Vec::<String>::new())
-        .map_err(|source| CaError::Rcgen { what: "CA", source })?;
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, "Constellation cluster CA");
-    p.distinguished_name = dn;
-    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    // Fixed validity and serial keep the CA certificate identical on every control plane
-    // (apart from the randomised ECDSA signature).
-    p.not_before = rcgen::date_time_ymd(2024, 1, 1);
-    p.not_after = rcgen::date_time_ymd(2124, 1, 1);
-    p.serial_number = Some(rcgen::SerialNumber::from_slice(&[1]));
-    Ok(p)
-}
-
 impl ClusterCa {
     /// Derives the CA from the master secret.
     pub fn derive(master: &MasterSecret) -> Result<Self, CaError> {
         let scalar = master
             .internal_key(CLUSTER_CA_ID, DEFAULT_KEY_LEN)
             .map_err(|e| CaError::Derive(e.to_string()))?;
-        // A scalar >= the group order has probability ~2^-32; it is then reported, not retried,
-        // because a retry would have to be mirrored by every other implementation.
-        let sk = p256::SecretKey::from_slice(scalar.expose())
-            .map_err(|_| CaError::Derive("derived scalar is not a valid P-256 key".into()))?;
-        let der = sk
-            .to_pkcs8_der()
+        let (issuer, cert_pem) = constellation_node_api::cluster_ca::build(scalar.expose())
             .map_err(|e| CaError::Derive(e.to_string()))?;
-        let key =
-            KeyPair::from_pkcs8_der_and_sign_algo(&der.as_bytes().into(), &PKCS_ECDSA_P256_SHA256)
-                .map_err(|source| CaError::Rcgen { what: "CA", source })?;
-        let params = ca_params()?;
-        let cert = params
-            .self_signed(&key)
-            .map_err(|source| CaError::Rcgen { what: "CA", source })?;
-        Ok(Self {
-            issuer: Issuer::new(params, key),
-            cert_pem: cert.pem(),
-        })
+        Ok(Self { issuer, cert_pem })
     }
 
     /// The CA certificate (PEM).
@@ -191,6 +159,36 @@ mod tests {
         let owner = a.issue_owner().unwrap();
         assert!(owner.cert_pem.contains("BEGIN CERTIFICATE"));
         assert!(!format!("{owner:?}").contains("PRIVATE"));
+    }
+
+    /// A control plane (prefix + id through `MasterSecret`) and the cluster owner (the shared
+    /// info string, as the provider derives it after an import) build the same CA certificate:
+    /// byte-identical to-be-signed parts (subject, key, validity, serial, extensions), and each
+    /// signature verifies under that one key. Only the randomised ECDSA signature differs.
+    #[test]
+    fn control_plane_and_owner_build_byte_identical_ca_certificates() {
+        use p256::ecdsa::signature::Verifier as _;
+        let (master, salt) = ([3u8; 32], [4u8; 32]);
+        let node_side = ClusterCa::derive(&MasterSecret::new(&master, &salt).unwrap()).unwrap();
+        let mut scalar = [0u8; 32];
+        hkdf::Hkdf::<sha2::Sha256>::new(Some(&salt), &master)
+            .expand(
+                constellation_node_api::key_info::CLUSTER_CA.as_bytes(),
+                &mut scalar,
+            )
+            .unwrap();
+        let (_, owner_side) = constellation_node_api::cluster_ca::build(&scalar).unwrap();
+        let (a, b) = (rustls_pem(node_side.cert_pem()), rustls_pem(&owner_side));
+        let (_, ca) = x509_parser::parse_x509_certificate(&a).unwrap();
+        let (_, cb) = x509_parser::parse_x509_certificate(&b).unwrap();
+        assert_eq!(ca.tbs_certificate.as_ref(), cb.tbs_certificate.as_ref());
+        let key =
+            p256::ecdsa::VerifyingKey::from_sec1_bytes(&ca.public_key().subject_public_key.data)
+                .unwrap();
+        for c in [&ca, &cb] {
+            let sig = p256::ecdsa::Signature::from_der(&c.signature_value.data).unwrap();
+            key.verify(c.tbs_certificate.as_ref(), &sig).unwrap();
+        }
     }
 
     fn rustls_pem(pem: &str) -> Vec<u8> {

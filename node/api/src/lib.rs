@@ -47,6 +47,9 @@ pub mod key_info {
     pub const CLUSTER_OWNER: &str = "constellation-internal-clusterOwner";
 }
 
+#[cfg(feature = "cluster-ca")]
+pub mod cluster_ca;
+
 /// Limits every server and client of the node API applies.
 pub mod limits {
     /// Largest gRPC message accepted or sent, in bytes (attestation documents with

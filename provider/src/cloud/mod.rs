@@ -15,6 +15,23 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
+/// Where a cluster's machines run, with the backend's settings (recorded in `cluster.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum BackendOptions {
+    /// Local QEMU VMs.
+    Qemu(qemu::QemuOptions),
+}
+
+/// The one place a backend's settings become its [`Cloud`]: a new backend adds its arm here.
+/// The cluster engine takes any `&dyn Cloud`, so tests pass an in-memory one instead.
+pub fn for_backend(options: &BackendOptions) -> Box<dyn Cloud> {
+    match options {
+        BackendOptions::Qemu(o) => Box::new(qemu::QemuCloud::new(o.clone())),
+    }
+}
+
 /// A node's role, as the node's metadata names it (the node API's type).
 pub use constellation_node_api::metadata::Role;
 

@@ -2,62 +2,48 @@
 //! manage the cluster without the credential Init returned (after `terraform import`).
 //!
 //! The cluster CA is derived exactly as every control plane derives it: the P-256 scalar
-//! `HKDF-SHA256(master, salt, key_info::CLUSTER_CA)` and fixed certificate fields (the
-//! management servers trust any client certificate that CA signed). The owner's key is
+//! `HKDF-SHA256(master, salt, key_info::CLUSTER_CA)`, its certificate built by the node API's
+//! `cluster_ca` (the management servers trust any client certificate that CA signed). The owner's key is
 //! `HKDF-SHA256(master, salt, key_info::CLUSTER_OWNER)`, its own info string, so the same
 //! secret always gives the same credential. Both infos are internal (outside the data-key
 //! namespace), so no node can obtain these keys through `GetDataKey`.
 
 use hkdf::Hkdf;
-use p256::pkcs8::EncodePrivateKey as _;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
+    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair,
+    KeyUsagePurpose,
 };
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use crate::node_client::OwnerCredential;
 
+use constellation_node_api::cluster_ca;
 use constellation_node_api::key_info::{CLUSTER_CA as CA_INFO, CLUSTER_OWNER as OWNER_INFO};
 /// Common name of the owner certificate, as Init issues it.
 const OWNER_COMMON_NAME: &str = "constellation-cluster-owner";
 
-/// A P-256 key pair from `HKDF(master, salt, info)`.
+/// The P-256 key pair of `HKDF(master, salt, info)`.
 fn derived_key(master: &[u8], salt: &[u8], info: &str) -> Result<KeyPair, String> {
     let mut scalar = Zeroizing::new([0u8; 32]);
     Hkdf::<Sha256>::new(Some(salt), master)
         .expand(info.as_bytes(), scalar.as_mut())
         .map_err(|e| format!("HKDF: {e}"))?;
-    // A scalar >= the group order (probability ~2^-32) is reported, as the nodes do.
-    let sk = p256::SecretKey::from_slice(scalar.as_ref())
-        .map_err(|_| format!("the scalar derived with {info:?} is not a valid P-256 key"))?;
-    let der = sk.to_pkcs8_der().map_err(|e| e.to_string())?;
-    KeyPair::from_pkcs8_der_and_sign_algo(&der.as_bytes().into(), &PKCS_ECDSA_P256_SHA256)
-        .map_err(|e| e.to_string())
+    cluster_ca::key_pair(scalar.as_ref()).map_err(|e| format!("{e} (info {info:?})"))
 }
 
-/// The CA certificate's fields, identical to the control planes' (the subject and key are
-/// what a verifier matches; validity and serial are fixed so every copy is the same).
-fn ca_params() -> Result<CertificateParams, String> {
-    let mut p = CertificateParams::new(Vec::<String>::new()).map_err(|e| e.to_string())?;
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, "Constellation cluster CA");
-    p.distinguished_name = dn;
-    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    p.not_before = rcgen::date_time_ymd(2024, 1, 1);
-    p.not_after = rcgen::date_time_ymd(2124, 1, 1);
-    p.serial_number = Some(rcgen::SerialNumber::from_slice(&[1]));
-    Ok(p)
+/// The cluster CA (issuer and PEM certificate), built as every control plane builds it.
+fn derived_ca(master: &[u8], salt: &[u8]) -> Result<(Issuer<'static, KeyPair>, String), String> {
+    let mut scalar = Zeroizing::new([0u8; 32]);
+    Hkdf::<Sha256>::new(Some(salt), master)
+        .expand(CA_INFO.as_bytes(), scalar.as_mut())
+        .map_err(|e| format!("HKDF: {e}"))?;
+    cluster_ca::build(scalar.as_ref()).map_err(|e| e.to_string())
 }
 
 /// The owner credential of the cluster whose master secret and salt these are.
 pub(super) fn derive(master: &[u8], salt: &[u8]) -> Result<OwnerCredential, String> {
-    let ca_key = derived_key(master, salt, CA_INFO)?;
-    let params = ca_params()?;
-    let ca_cert = params.self_signed(&ca_key).map_err(|e| e.to_string())?;
-    let issuer = Issuer::new(params, ca_key);
+    let (issuer, ca_pem) = derived_ca(master, salt)?;
     let key = derived_key(master, salt, OWNER_INFO)?;
     let mut p = CertificateParams::new(Vec::<String>::new()).map_err(|e| e.to_string())?;
     let mut dn = DistinguishedName::new();
@@ -69,7 +55,7 @@ pub(super) fn derive(master: &[u8], salt: &[u8]) -> Result<OwnerCredential, Stri
     p.not_after = rcgen::date_time_ymd(2124, 1, 1);
     let cert = p.signed_by(&key, &issuer).map_err(|e| e.to_string())?;
     Ok(OwnerCredential {
-        ca_pem: ca_cert.pem(),
+        ca_pem,
         cert_pem: cert.pem(),
         key_pem: Zeroizing::new(key.serialize_pem()),
     })

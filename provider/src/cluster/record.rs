@@ -11,22 +11,14 @@ use constellation_attest::config::AttestationConfig;
 use serde::{Deserialize, Serialize};
 use tfplugin::Value;
 
-use crate::cloud::qemu::{QemuCloud, QemuOptions};
+pub use crate::cloud::BackendOptions;
+use crate::cloud::qemu::QemuOptions;
 use crate::cloud::{Cloud, ClusterEndpoint, NodeRecord, Role};
 
 /// Name of the record file in the working directory.
 pub const RECORD_FILE: &str = "cluster.json";
 /// The version this provider writes.
 pub const RECORD_VERSION: u32 = 2;
-
-/// Where the cluster's machines run, with the backend's settings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum BackendOptions {
-    /// Local QEMU VMs.
-    Qemu(QemuOptions),
-}
 
 /// What the working directory records about a cluster.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -216,9 +208,7 @@ impl ClusterRecord {
 
     /// The backend that runs this cluster's machines, as the record's settings say.
     pub fn cloud(&self) -> Box<dyn Cloud> {
-        match &self.backend {
-            BackendOptions::Qemu(o) => Box::new(QemuCloud::new(o.clone())),
-        }
+        crate::cloud::for_backend(&self.backend)
     }
 
     /// The attestation variant of the recorded configuration (None when unreadable).
